@@ -14,16 +14,9 @@ extras="${1:-}"
 venv="${AUTOSAM_VENV:-$repo_root/.venv}"
 python_bin="${PYTHON:-python3}"
 
-if [[ -z "${AUTOSAM_TORCH_SPEC:-}" ]]; then
-    case "$(uname -m)" in
-        x86_64) AUTOSAM_TORCH_SPEC="torch==2.14.1 torchvision==0.29.1" ;;
-        aarch64 | arm64) AUTOSAM_TORCH_SPEC="torch==2.9.1 torchvision==0.24.1" ;;
-        *)
-            echo "setup_env: no pinned torch build for machine '$(uname -m)'; set AUTOSAM_TORCH_SPEC" >&2
-            exit 1
-            ;;
-    esac
-fi
+# The torch pin per machine lives in one place, shared with scripts/setup_monailabel.sh.
+# shellcheck source=scripts/torch_spec.sh
+source "$repo_root/scripts/torch_spec.sh" setup_env
 
 if [[ ! -x "$venv/bin/python" ]]; then
     echo "setup_env: creating $venv"
