@@ -1,0 +1,180 @@
+"""Helpers that the multi-GPU bundle configs call to run AutoSAM under `torchrun`.
+
+`torchrun` starts one process per device and sets `RANK`, `LOCAL_RANK`, `WORLD_SIZE`,
+`MASTER_ADDR` and `MASTER_PORT` in each. The functions here read those variables, so the same
+config runs on one node with several GPUs, on several nodes, and on CPUs with the gloo backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from monai.data import partition_dataset
+from monai.handlers import CheckpointSaver, TensorBoardImageHandler, TensorBoardStatsHandler
+
+__all__ = [
+    "RANK_ZERO_HANDLER_TYPES",
+    "default_backend",
+    "destroy_distributed",
+    "get_rank",
+    "get_world_size",
+    "handlers_for_rank",
+    "init_distributed",
+    "local_device",
+    "partition_for_rank",
+    "quiet_other_ranks",
+    "wrap_ddp",
+]
+
+logger = logging.getLogger(__name__)
+
+# Handlers that write files or draw progress bars. Every rank computes the same values after the
+# gradient all-reduce and the metric all-gather, so rank 0 alone writes them. Handlers that gather
+# across ranks themselves (MONAI's MetricsSaver, ClassificationSaver) must run on every rank.
+RANK_ZERO_HANDLER_TYPES: tuple[type, ...] = (
+    CheckpointSaver,
+    TensorBoardStatsHandler,
+    TensorBoardImageHandler,
+)
+
+
+def default_backend() -> str:
+    """Return "nccl" when CUDA devices are visible, else "gloo" (the CPU backend)."""
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def local_device(backend: str) -> torch.device:
+    """Return the device of this process: `cuda:LOCAL_RANK` for nccl, the CPU for gloo."""
+    if backend != "nccl":
+        return torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return torch.device(f"cuda:{local_rank}")
+
+
+def init_distributed(backend: str | None = None) -> None:
+    """Join the process group that `torchrun` set up, once; a second call does nothing.
+
+    Args:
+        backend: "nccl" (GPUs), "gloo" (CPUs) or None for `default_backend()`.
+    """
+    if dist.is_initialized():
+        return
+
+    missing = [
+        name for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ
+    ]
+    if missing:
+        raise RuntimeError(
+            f"environment variables {missing} are not set; start the multi-GPU configs with "
+            "`torchrun --nproc_per_node=N -m monai.bundle run ...`, not with plain `python`"
+        )
+
+    backend = backend or default_backend()
+    if backend == "nccl":
+        torch.cuda.set_device(local_device(backend))
+    dist.init_process_group(backend=backend)
+    logger.info("joined process group: rank %d of %d, backend %s", get_rank(), get_world_size(), backend)
+
+
+def destroy_distributed() -> None:
+    """Leave the process group if this process joined one."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def get_rank() -> int:
+    """Return this process's global rank, 0 outside a process group."""
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    """Return the number of processes in the group, 1 outside a process group."""
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def wrap_ddp(
+    network: torch.nn.Module, device: torch.device, *, find_unused_parameters: bool = False
+) -> torch.nn.parallel.DistributedDataParallel:
+    """Move `network` to `device` and wrap it in DistributedDataParallel.
+
+    DDP broadcasts rank 0's parameters and buffers when it wraps the network, frozen SAM tensors
+    included, so every rank starts from the same weights. Gradients are all-reduced only for
+    parameters with `requires_grad` (g, the logit affine, h).
+
+    Args:
+        network: AutoSAMNet, AutoSAMLightNet or any module.
+        device: this process's device, from `local_device`.
+        find_unused_parameters: set when some trainable parameters take no part in the loss of an
+            iteration; DDP then searches the autograd graph each step, which costs time.
+    """
+    network = network.to(device)
+    device_ids = [device] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(
+        network, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+    )
+
+
+def handlers_for_rank(handlers: Iterable[Any] | None, *, rank: int | None = None) -> list[Any] | None:
+    """Drop the file-writing handlers (`RANK_ZERO_HANDLER_TYPES`) on every rank but 0.
+
+    Args:
+        handlers: the handler list of a trainer or evaluator; None stays None.
+        rank: the global rank; None reads it from the process group.
+    """
+    if handlers is None:
+        return None
+    rank = get_rank() if rank is None else rank
+    if rank == 0:
+        return list(handlers)
+    return [handler for handler in handlers if not _writes_files(handler)]
+
+
+def _writes_files(handler: Any) -> bool:
+    if isinstance(handler, RANK_ZERO_HANDLER_TYPES):
+        return True
+    # Ignite's progress bar is imported lazily because tqdm is an optional dependency of ignite.
+    return type(handler).__name__ == "ProgressBar"
+
+
+def partition_for_rank(
+    data: Sequence[Any], *, shuffle: bool = False, seed: int = 0, even_divisible: bool = True
+) -> list[Any]:
+    """Return this rank's share of a datalist, so that a per-rank cache stores only that share.
+
+    With a `DistributedSampler`, the images a rank receives change every epoch, so an in-memory
+    embedding cache on each rank would end up holding every image's embedding. Partitioning
+    the datalist once instead gives each rank a fixed 1 / world_size of the images (shuffled
+    within the rank by its data loader), and the caches of all ranks together hold each image once.
+
+    Args:
+        data: the datalist entries (dicts with `image`, `label`, ...).
+        shuffle: shuffle before partitioning, with `seed`, the same on every rank.
+        seed: the shuffle seed.
+        even_divisible: True pads the short partitions with repeated items so that every rank
+            runs the same number of iterations (needed for training); False keeps every item once.
+    """
+    world_size = get_world_size()
+    if world_size == 1:
+        return list(data)
+    if len(data) < world_size:
+        raise ValueError(
+            f"datalist has {len(data)} items but the process group has {world_size} ranks; "
+            "give it at least one item per rank or start fewer processes"
+        )
+    partitions = partition_dataset(
+        data=data, num_partitions=world_size, shuffle=shuffle, seed=seed, even_divisible=even_divisible
+    )
+    return list(partitions[get_rank()])
+
+
+def quiet_other_ranks(*engines: Any) -> None:
+    """Raise the log level of the engines' loggers to WARNING on every rank but 0."""
+    if get_rank() == 0:
+        return
+    for engine in engines:
+        engine.logger.setLevel(logging.WARNING)

@@ -1,0 +1,330 @@
+"""Export AutoSAMNet (image in, logits out) and the light path g + h to ONNX and TorchScript.
+
+Both formats hold the whole network: SAM preprocessing, SAM's image encoder, g, the prompt and
+mask decoders and the postprocessing that resizes logits to the input. The export fixes the
+spatial size of the input, because SAM's resize-longest-side step computes its target size from
+the input size in Python. The batch size stays dynamic in ONNX. The bundle's transforms pad every
+image to `spatial_size x spatial_size`, so one export serves the whole pipeline.
+
+TorchScript is written by tracing. `torch.jit.script` cannot compile segment_anything's modules,
+because its window partition returns a tuple whose element types TorchScript cannot infer and its
+mask decoder indexes a ModuleList with a loop variable. A traced module replays the operations
+recorded at the traced spatial size.
+
+Command line (the network and checkpoint come from the bundle configs, as for `monai.bundle`):
+
+    python -m autosam.export onnx --bundle_root bundle --ckpt_file bundle/models/model.pt \
+        --filepath bundle/models/model.onnx --spatial_size 1024
+    python -m autosam.export torchscript --bundle_root bundle --ckpt_file bundle/models/model.pt \
+        --filepath bundle/models/model.ts --spatial_size 1024
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+from monai.data import save_net_with_metadata
+from monai.networks.utils import convert_to_torchscript
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "export_onnx",
+    "export_torchscript",
+    "io_names_from_metadata",
+    "load_bundle_network",
+    "onnx_session",
+    "run_onnx",
+]
+
+logger = logging.getLogger(__name__)
+
+# torch 2.14's default ONNX opset; the tests run it with onnxruntime 1.32.
+DEFAULT_OPSET = 20
+
+
+def io_names_from_metadata(meta_file: str | os.PathLike) -> tuple[str, str]:
+    """Read the input and output tensor names from a bundle's `network_data_format`.
+
+    Returns:
+        (input name, output name), "image" and "pred" for the AutoSAM bundle.
+    """
+    with open(meta_file, encoding="utf-8") as stream:
+        data_format = json.load(stream).get("network_data_format", {})
+    inputs = list(data_format.get("inputs", {}))
+    outputs = list(data_format.get("outputs", {}))
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(
+            f"'{meta_file}' network_data_format lists inputs {inputs} and outputs {outputs}; "
+            "exporting needs exactly one of each"
+        )
+    return inputs[0], outputs[0]
+
+
+def _example_image(batch_size: int, spatial_size: int) -> torch.Tensor:
+    # A fixed RGB pattern in [0, 255]: the exporters only record operations, never the values.
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(batch_size, 3, spatial_size, spatial_size, generator=generator) * 255.0
+
+
+def export_onnx(
+    network: torch.nn.Module,
+    filepath: str | os.PathLike,
+    *,
+    spatial_size: int,
+    batch_size: int = 1,
+    dynamic_batch: bool = True,
+    input_name: str = "image",
+    output_name: str = "pred",
+    opset_version: int = DEFAULT_OPSET,
+) -> Path:
+    """Export `network` (B x 3 x S x S image in, B x 1 x S x S logits out) to one ONNX file.
+
+    Args:
+        network: AutoSAMNet or AutoSAMLightNet; it is put in eval mode.
+        filepath: the .onnx file to write. Weights are stored inside it (ONNX's protobuf limit
+            is 2 GiB, which vit_h's SAM with g stays under).
+        spatial_size: S, the height and width of the exported input.
+        batch_size: batch size of the example input that the exporter records.
+        dynamic_batch: let the exported model accept any batch size.
+        input_name: name of the ONNX input, the bundle metadata's input key.
+        output_name: name of the ONNX output, the bundle metadata's output key.
+        opset_version: ONNX opset to target.
+    """
+    filepath = Path(filepath)
+    filepath.parent.mkdir(parents=True, exist_ok=True)
+    network = network.eval()
+    image = _example_image(batch_size, spatial_size)  # B x 3 x S x S
+
+    # The torch.export-based exporter (torch's default since 2.9) is required: the TorchScript-based
+    # one has no ONNX translation of the antialiased bilinear resize in SAM's preprocessing.
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+    with torch.no_grad():
+        torch.onnx.export(
+            network,
+            (image,),
+            str(filepath),
+            input_names=[input_name],
+            output_names=[output_name],
+            opset_version=opset_version,
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes,
+            external_data=False,
+        )
+    logger.info("exported %s to ONNX file '%s' (opset %d)", type(network).__name__, filepath, opset_version)
+    return filepath
+
+
+def export_torchscript(
+    network: torch.nn.Module,
+    filepath: str | os.PathLike,
+    *,
+    spatial_size: int,
+    batch_size: int = 1,
+    meta_values: dict[str, Any] | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """Trace `network` and save it as TorchScript with the bundle metadata inside, as MONAI does.
+
+    The traced module accepts any batch size but only `spatial_size x spatial_size` inputs,
+    because tracing records SAM's resize target as a constant; other sizes raise a shape error.
+
+    Args:
+        network: AutoSAMNet or AutoSAMLightNet; it is put in eval mode.
+        filepath: the .ts file to write.
+        spatial_size: height and width of the traced input.
+        batch_size: batch size of the traced input.
+        meta_values: the bundle's metadata, stored as `metadata.json` in the file.
+        extra_files: more files to store in the archive (name -> bytes), for example the configs.
+    """
+    filepath = Path(filepath)
+    filepath.parent.mkdir(parents=True, exist_ok=True)
+    network = network.eval()
+    image = _example_image(batch_size, spatial_size)  # B x 3 x S x S
+
+    with torch.no_grad():
+        traced = convert_to_torchscript(network, inputs=[image], use_trace=True)
+    save_net_with_metadata(
+        traced, str(filepath.with_suffix("")), meta_values=meta_values, more_extra_files=extra_files
+    )
+    logger.info("traced %s to TorchScript file '%s'", type(network).__name__, filepath)
+    return filepath.with_suffix(".ts")
+
+
+def onnx_session(filepath: str | os.PathLike, *, num_threads: int | None = None) -> Any:
+    """Open an onnxruntime session on the CPU execution provider.
+
+    Args:
+        filepath: the .onnx file.
+        num_threads: intra-op threads; None lets onnxruntime use all cores.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if num_threads is not None:
+        options.intra_op_num_threads = num_threads
+    return onnxruntime.InferenceSession(
+        str(filepath), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+
+def run_onnx(session: Any, image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Run an exported network on a B x 3 x S x S float32 image batch; return its logits."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    input_name = session.get_inputs()[0].name
+    return session.run(None, {input_name: np.ascontiguousarray(image, dtype=np.float32)})[0]
+
+
+def load_bundle_network(
+    bundle_root: str | os.PathLike,
+    *,
+    config_file: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    ckpt_file: str | os.PathLike | None = None,
+    net_id: str = "network_def",
+    key_in_ckpt: str = "model",
+    overrides: dict[str, Any] | None = None,
+) -> torch.nn.Module:
+    """Build the network that a bundle config defines and load a trained checkpoint into it.
+
+    Args:
+        bundle_root: the bundle folder, with `configs/metadata.json`.
+        config_file: config(s) that define `net_id`; None reads `configs/inference.json`.
+        ckpt_file: checkpoint written by the bundle (MONAI's CheckpointSaver layout or a raw state
+            dict); None keeps the network's initial weights.
+        net_id: id of the network in the config.
+        key_in_ckpt: entry of the checkpoint dict that contains the network's state dict. A
+            checkpoint without that entry is read as the state dict itself.
+        overrides: config ids and values to override, as `--id value` does for `monai.bundle run`.
+    """
+    bundle_root = Path(bundle_root)
+    parser = ConfigParser()
+    parser.read_config(config_file or bundle_root / "configs" / "inference.json")
+    parser.read_meta(bundle_root / "configs" / "metadata.json")
+    parser["bundle_root"] = str(bundle_root)
+    for key, value in (overrides or {}).items():
+        parser[key] = value
+    network = parser.get_parsed_content(net_id)
+
+    if ckpt_file is not None:
+        checkpoint = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+        if isinstance(checkpoint, dict) and key_in_ckpt in checkpoint:
+            checkpoint = checkpoint[key_in_ckpt]
+        network.load_state_dict(checkpoint)
+    return network.eval()
+
+
+def _export_from_bundle(
+    export_format: str,
+    *,
+    bundle_root: str,
+    filepath: str,
+    spatial_size: int,
+    ckpt_file: str | None,
+    config_file: str | Sequence[str] | None,
+    net_id: str,
+    key_in_ckpt: str,
+    **overrides: Any,
+) -> Path:
+    network = load_bundle_network(
+        bundle_root,
+        config_file=config_file,
+        ckpt_file=ckpt_file,
+        net_id=net_id,
+        key_in_ckpt=key_in_ckpt,
+        overrides=overrides,
+    )
+    meta_file = Path(bundle_root) / "configs" / "metadata.json"
+    if export_format == "onnx":
+        input_name, output_name = io_names_from_metadata(meta_file)
+        return export_onnx(
+            network, filepath, spatial_size=spatial_size, input_name=input_name, output_name=output_name
+        )
+    meta_values = json.loads(meta_file.read_text(encoding="utf-8"))
+    return export_torchscript(network, filepath, spatial_size=spatial_size, meta_values=meta_values)
+
+
+def onnx(
+    *,
+    filepath: str,
+    spatial_size: int,
+    bundle_root: str = "bundle",
+    ckpt_file: str | None = None,
+    config_file: str | Sequence[str] | None = None,
+    net_id: str = "network_def",
+    key_in_ckpt: str = "model",
+    **overrides: Any,
+) -> None:
+    """Export the bundle's network to ONNX with the tensor names of its metadata.json.
+
+    Args:
+        filepath: the .onnx file to write.
+        spatial_size: height and width of the exported input, in pixels.
+        bundle_root: the bundle folder.
+        ckpt_file: trained checkpoint; omit it to export initial weights.
+        config_file: config(s) that define the network; default `configs/inference.json`.
+        net_id: id of the network in the config ("network_def").
+        key_in_ckpt: entry of the checkpoint dict that contains the network weights.
+        overrides: other `--id value` pairs, e.g. `--sam_checkpoint sam_vit_b_01ec64.pth`.
+    """
+    _export_from_bundle(
+        "onnx",
+        bundle_root=bundle_root,
+        filepath=filepath,
+        spatial_size=spatial_size,
+        ckpt_file=ckpt_file,
+        config_file=config_file,
+        net_id=net_id,
+        key_in_ckpt=key_in_ckpt,
+        **overrides,
+    )
+
+
+def torchscript(
+    *,
+    filepath: str,
+    spatial_size: int,
+    bundle_root: str = "bundle",
+    ckpt_file: str | None = None,
+    config_file: str | Sequence[str] | None = None,
+    net_id: str = "network_def",
+    key_in_ckpt: str = "model",
+    **overrides: Any,
+) -> None:
+    """Trace the bundle's network at batch size 1 and save it as TorchScript with its metadata.
+
+    Args:
+        filepath: the .ts file to write.
+        spatial_size: height and width of the traced input, in pixels.
+        bundle_root: the bundle folder.
+        ckpt_file: trained checkpoint; omit it to export initial weights.
+        config_file: config(s) that define the network; default `configs/inference.json`.
+        net_id: id of the network in the config ("network_def").
+        key_in_ckpt: entry of the checkpoint dict that contains the network weights.
+        overrides: other `--id value` pairs, e.g. `--sam_checkpoint sam_vit_b_01ec64.pth`.
+    """
+    _export_from_bundle(
+        "torchscript",
+        bundle_root=bundle_root,
+        filepath=filepath,
+        spatial_size=spatial_size,
+        ckpt_file=ckpt_file,
+        config_file=config_file,
+        net_id=net_id,
+        key_in_ckpt=key_in_ckpt,
+        **overrides,
+    )
+
+
+if __name__ == "__main__":
+    import fire
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fire.Fire({"onnx": onnx, "torchscript": torchscript})
