@@ -1,0 +1,45 @@
+"""Training, validation and inference engines of the autosam bundle (MONAI / Ignite)."""
+
+from __future__ import annotations
+
+from autosam.engines.checkpoints import ResumeCheckpointLoader, TrainerCheckpointSaver
+from autosam.engines.config_checks import (
+    ConfigError,
+    check_bundle_config,
+    check_datalist,
+    check_dataset_dir,
+    check_encoder_name,
+    check_no_spatial_augmentation,
+    check_sam_checkpoint,
+)
+from autosam.engines.datalists import prepare_datalist, select_split
+from autosam.engines.embedding_cache import EmbeddingCache, image_content_key
+from autosam.engines.history import EpochHistoryLogger, read_history
+from autosam.engines.prepare_batch import AutoSAMPrepareBatch
+from autosam.engines.utils import default_bundle_root, from_engine_thresholded, latest_checkpoint
+from autosam.engines.writer import PredictionWriter, check_output_dir, relative_output_path
+
+__all__ = [
+    "AutoSAMPrepareBatch",
+    "ConfigError",
+    "EmbeddingCache",
+    "EpochHistoryLogger",
+    "PredictionWriter",
+    "ResumeCheckpointLoader",
+    "TrainerCheckpointSaver",
+    "check_bundle_config",
+    "check_datalist",
+    "check_dataset_dir",
+    "check_encoder_name",
+    "check_no_spatial_augmentation",
+    "check_output_dir",
+    "check_sam_checkpoint",
+    "default_bundle_root",
+    "from_engine_thresholded",
+    "image_content_key",
+    "latest_checkpoint",
+    "prepare_datalist",
+    "read_history",
+    "relative_output_path",
+    "select_split",
+]
