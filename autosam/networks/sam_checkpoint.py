@@ -72,8 +72,16 @@ _EMBED_DIM_TO_MODEL_TYPE = {64: "tiny", 768: "vit_b", 1024: "vit_l", 1280: "vit_
 _PATCH_EMBED_KEY = "image_encoder.patch_embed.proj.weight"
 _POS_EMBED_KEY = "image_encoder.pos_embed"
 
-# Exceptions torch.load raises on a truncated or otherwise unreadable file.
-_UNREADABLE_FILE_ERRORS = (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile)
+# Exceptions torch.load raises on a truncated or otherwise unreadable file. A file cut inside the
+# zip archive can raise OSError (EINVAL) from the archive reader.
+_UNREADABLE_FILE_ERRORS = (
+    RuntimeError,
+    EOFError,
+    ValueError,
+    OSError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+)
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk_size: int = 1 << 20) -> str:
@@ -109,6 +117,8 @@ def load_sam_state_dict(path: str | os.PathLike, model_type: str) -> dict[str, t
 
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise
     except _UNREADABLE_FILE_ERRORS as error:
         raise RuntimeError(
             f"SAM checkpoint '{path}' ({path.stat().st_size} bytes) cannot be read, so it is corrupt or "
