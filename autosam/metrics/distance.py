@@ -1,0 +1,120 @@
+"""Exact Euclidean distance to the ground-truth foreground, and the nearest foreground pixel.
+
+The weighted F-measure needs, for each background pixel, the distance to the nearest foreground
+pixel (its importance weight) and the error at that pixel (its dependency term). Both must match
+`scipy.ndimage.distance_transform_edt`, which the official evaluator calls, to the last digit:
+
+- distances are exact square roots of integer squared distances, from OpenCV's exact
+  (`DIST_MASK_PRECISE`) transform when its float32 output is provably exact, from SciPy
+  otherwise, and from a batched brute-force search on CUDA tensors;
+- among equidistant foreground pixels SciPy picks the one with the smallest column, then the
+  smallest row. `nearest_foreground_offsets` follows that rule inside a 9 x 9 window, which is
+  enough for every background pixel that a 7 x 7 filter around a foreground pixel reaches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.utils import optional_import
+from scipy.ndimage import distance_transform_edt
+
+cv2, HAS_CV2 = optional_import("cv2")
+
+__all__ = ["distance_to_foreground", "nearest_foreground_offsets", "WINDOW_OFFSETS"]
+
+# float32 square roots of integer squares below 2**22 round back to the exact integer.
+_CV2_EXACT_LIMIT = 2**22
+
+_WINDOW_RADIUS = 4
+
+
+def _sorted_window_offsets(radius: int = _WINDOW_RADIUS) -> torch.Tensor:
+    """(dy, dx) offsets with dy^2 + dx^2 <= 18, ordered by squared length, then dx, then dy."""
+    offsets = [
+        (dy, dx)
+        for dy in range(-radius, radius + 1)
+        for dx in range(-radius, radius + 1)
+        if dy * dy + dx * dx <= 18
+    ]
+    offsets.sort(key=lambda offset: (offset[0] ** 2 + offset[1] ** 2, offset[1], offset[0]))
+    return torch.tensor(offsets, dtype=torch.long)
+
+
+# A background pixel within Chebyshev distance 3 of the foreground has its nearest foreground
+# pixel at a squared distance of at most 18 (3^2 + 3^2).
+WINDOW_OFFSETS = _sorted_window_offsets()
+
+
+def _distance_cpu(gt: np.ndarray) -> np.ndarray:
+    """Distance of each pixel of 2-D bool `gt` to its nearest foreground pixel (float64)."""
+    height, width = gt.shape
+    max_square = (height - 1) ** 2 + (width - 1) ** 2
+    if HAS_CV2 and max_square < _CV2_EXACT_LIMIT:
+        approx = cv2.distanceTransform((~gt).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        return np.sqrt(np.rint(approx.astype(np.float64) ** 2))
+    return distance_transform_edt(~gt)
+
+
+def _distance_brute_force(gt: torch.Tensor, max_elements: int = 2**26) -> torch.Tensor:
+    """Exact distances for B x H x W bool `gt` on any device: a column pass, then a row search."""
+    batch, height, width = gt.shape
+    far = float(4 * (height + width) ** 2)
+
+    # Column pass: squared distance to the nearest foreground pixel in the same column.
+    rows = torch.arange(height, device=gt.device).view(1, -1, 1).expand(batch, height, width)
+    above = torch.where(gt, rows, torch.full_like(rows, -2 * (height + width))).cummax(dim=1).values
+    below_flipped = torch.where(gt, rows, torch.full_like(rows, 3 * (height + width))).flip(1)
+    below = below_flipped.cummin(dim=1).values.flip(1)
+    vertical = torch.minimum(rows - above, below - rows).to(torch.float64) ** 2  # B x H x W
+    vertical = vertical.clamp(max=far)
+
+    # Row pass: min over columns k of (j - k)^2 + vertical(k), a few rows at a time.
+    columns = torch.arange(width, device=gt.device, dtype=torch.float64)
+    horizontal = (columns[:, None] - columns[None, :]) ** 2  # W(j) x W(k)
+    squared = torch.empty((batch, height, width), dtype=torch.float64, device=gt.device)
+    rows_per_chunk = max(1, max_elements // max(1, batch * width * width))
+    for start in range(0, height, rows_per_chunk):
+        block = vertical[:, start : start + rows_per_chunk]  # B x h x W(k)
+        candidates = block[:, :, None, :] + horizontal[None, None]  # B x h x W(j) x W(k)
+        squared[:, start : start + rows_per_chunk] = candidates.amin(dim=-1)
+    return torch.sqrt(squared)
+
+
+def distance_to_foreground(gt: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance (float64, B x H x W) from each pixel to the nearest foreground pixel.
+
+    Frames without foreground get +inf everywhere; the weighted F-measure never reads them.
+
+    Args:
+        gt: B x H x W bool ground truth.
+    """
+    if gt.device.type != "cpu":
+        distance = _distance_brute_force(gt)
+    else:
+        frames = gt.numpy()
+        distance = torch.from_numpy(np.stack([_distance_cpu(frame) for frame in frames]))
+    empty = ~gt.reshape(gt.shape[0], -1).any(dim=1)
+    return torch.where(empty.view(-1, 1, 1), torch.full_like(distance, float("inf")), distance)
+
+
+def nearest_foreground_offsets(gt: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """(dy, dx) from each listed pixel to its nearest foreground pixel, with SciPy's tie rule.
+
+    Args:
+        gt: B x H x W bool ground truth.
+        pixels: N x 3 long (frame, row, col) of background pixels whose nearest foreground pixel
+            lies within a squared distance of 18.
+
+    Returns:
+        N x 2 long offsets.
+    """
+    offsets = WINDOW_OFFSETS.to(gt.device)  # K x 2
+    padded = torch.nn.functional.pad(gt, (_WINDOW_RADIUS,) * 4)
+    padded_width = padded.shape[2]
+    rows = pixels[:, 1:2] + _WINDOW_RADIUS + offsets[None, :, 0]  # N x K
+    cols = pixels[:, 2:3] + _WINDOW_RADIUS + offsets[None, :, 1]
+    flat_index = (pixels[:, 0:1] * padded.shape[1] + rows) * padded_width + cols
+    is_foreground = torch.take(padded, flat_index)  # N x K, in tie-rule order
+    first = is_foreground.to(torch.uint8).argmax(dim=1)
+    return offsets[first]
