@@ -15,17 +15,29 @@ from autosam.engines.config_checks import (
 from autosam.engines.datalists import prepare_datalist, select_split
 from autosam.engines.embedding_cache import EmbeddingCache, image_content_key
 from autosam.engines.history import EpochHistoryLogger, read_history
+from autosam.engines.metric_handler import SunSegMetricHandler, to_uint8_frame
 from autosam.engines.prepare_batch import AutoSAMPrepareBatch
+from autosam.engines.report import EvaluationReport, format_metric_table
+from autosam.engines.transforms import ReloadOriginald
 from autosam.engines.utils import default_bundle_root, from_engine_thresholded, latest_checkpoint
-from autosam.engines.writer import PredictionWriter, check_output_dir, relative_output_path
+from autosam.engines.writer import (
+    PredictionWriter,
+    check_output_dir,
+    list_input_files,
+    overlay_mask,
+    relative_output_path,
+)
 
 __all__ = [
     "AutoSAMPrepareBatch",
     "ConfigError",
     "EmbeddingCache",
     "EpochHistoryLogger",
+    "EvaluationReport",
     "PredictionWriter",
+    "ReloadOriginald",
     "ResumeCheckpointLoader",
+    "SunSegMetricHandler",
     "TrainerCheckpointSaver",
     "check_bundle_config",
     "check_datalist",
@@ -35,11 +47,15 @@ __all__ = [
     "check_output_dir",
     "check_sam_checkpoint",
     "default_bundle_root",
+    "format_metric_table",
     "from_engine_thresholded",
     "image_content_key",
     "latest_checkpoint",
+    "list_input_files",
+    "overlay_mask",
     "prepare_datalist",
     "read_history",
     "relative_output_path",
     "select_split",
+    "to_uint8_frame",
 ]

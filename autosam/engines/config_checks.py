@@ -179,9 +179,15 @@ def check_bundle_config(
     positive: Mapping[str, Any] | None = None,
     random_transforms: Iterable[Any] | None = None,
     cache_embeddings: bool = False,
+    model_checkpoint: str | os.PathLike | None = None,
 ) -> bool:
     """Run every check that applies to the given values; return True (for use in a config expression)."""
     _check_positive(positive or {})
+    if model_checkpoint is not None and not Path(model_checkpoint).is_file():
+        raise ConfigError(
+            f"checkpoint '{model_checkpoint}' not found; train first (bundle/configs/train.json) or pass "
+            "--checkpoint with the model.pt that training wrote into its ckpt_dir"
+        )
     if dataset_dir is not None:
         check_dataset_dir(dataset_dir)
     if sam_model_type is not None:

@@ -2,7 +2,9 @@
 
 For an input `<input_root>/<relative>.<ext>` the writer creates
 `<output_dir>/probabilities/<relative>.png` (8-bit, round(255 * p)) and
-`<output_dir>/masks/<relative>.png` (0 or 255, p >= threshold). The relative path is kept, so a
+`<output_dir>/masks/<relative>.png` (0 or 255, p >= threshold), and optionally
+`<output_dir>/overlays/<relative>.png` (the input with the mask tinted green and its outline in
+yellow). The relative path is kept, so a
 SUN-SEG tree `Frame/<case>/<frame>` comes out as `probabilities/Frame/<case>/<frame>.png`, which
 the evaluation CLI reads next to the ground truth. Volumes written slice by slice are stacked back
 into NIfTI files with the input volume's affine (`write_volume`).
@@ -21,11 +23,51 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["PredictionWriter", "check_output_dir", "relative_output_path"]
+__all__ = ["PredictionWriter", "check_output_dir", "relative_output_path", "list_input_files", "overlay_mask"]
 
 logger = logging.getLogger(__name__)
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii")
+_MASK_FOLDER_NAMES = {"masks", "mask", "gt", "labels", "label", "annotations", "ground_truth", "groundtruth"}
+
+
+def list_input_files(input_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """List the 2D pictures under `input_dir` (recursively, mask folders skipped) as datalist items."""
+    from autosam.data.io import IMAGE_2D_SUFFIXES
+
+    root = Path(input_dir).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"input_dir '{root}' is not a folder; pass --input_dir with the folder of your images"
+        )
+    files = [
+        path
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+        and path.suffix.lower() in IMAGE_2D_SUFFIXES
+        and not any(part.lower() in _MASK_FOLDER_NAMES for part in path.relative_to(root).parts[:-1])
+    ]
+    if not files:
+        raise FileNotFoundError(
+            f"input_dir '{root}' contains no images ({', '.join(IMAGE_2D_SUFFIXES)}); pass the folder of your images"
+        )
+    return [{"image": str(path)} for path in files]
+
+
+def overlay_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.4) -> np.ndarray:
+    """Return H x W x 3 uint8: `image` (H x W x 3 uint8) with `mask` (H x W bool) tinted green, outlined yellow."""
+    overlay = image.astype(np.float32)
+    green = np.array([0.0, 255.0, 0.0], dtype=np.float32)
+    overlay[mask] = (1 - alpha) * overlay[mask] + alpha * green
+
+    # The outline is the mask minus its 4-neighbour erosion.
+    eroded = mask.copy()
+    eroded[1:, :] &= mask[:-1, :]
+    eroded[:-1, :] &= mask[1:, :]
+    eroded[:, 1:] &= mask[:, :-1]
+    eroded[:, :-1] &= mask[:, 1:]
+    overlay[mask & ~eroded] = (255.0, 255.0, 0.0)
+    return np.rint(overlay).astype(np.uint8)
 
 
 def _strip_suffix(path: Path) -> Path:
@@ -107,6 +149,7 @@ class PredictionWriter:
         image_key: str = "image",
         threshold: float = 0.5,
         write_masks: bool = True,
+        write_overlays: bool = False,
         overwrite: bool = False,
         output_transform: Callable[[Any], Any] = lambda output: output,
     ) -> None:
@@ -118,6 +161,7 @@ class PredictionWriter:
             image_key: item key whose meta `filename_or_obj` names the input file.
             threshold: probability at or above which a pixel is foreground in the mask.
             write_masks: also write the binary masks.
+            write_overlays: also write the input image with the mask drawn on it.
             overwrite: replace existing prediction files; otherwise an existing file raises.
             output_transform: maps `engine.state.output` to the list of item dicts.
         """
@@ -129,6 +173,7 @@ class PredictionWriter:
         self.image_key = image_key
         self.threshold = threshold
         self.write_masks = write_masks
+        self.write_overlays = write_overlays
         self.overwrite = overwrite
         self.output_transform = output_transform
         self.written: list[Path] = []
@@ -154,6 +199,8 @@ class PredictionWriter:
         if self.write_masks:
             mask = (probability >= self.threshold).astype(np.float32) * 255.0
             written.append(self._write_png(self.output_dir / "masks" / relative, mask))
+        if self.write_overlays:
+            written.append(self._write_overlay(self.output_dir / "overlays" / relative, source, probability))
         self.written.extend(written)
         return written
 
@@ -183,6 +230,26 @@ class PredictionWriter:
         path = self._target(stem.with_name(stem.name + ".png"))
         pixels = np.rint(values).astype(np.uint8)  # H x W
         Image.fromarray(pixels, mode="L").save(path)
+        return path
+
+    def _write_overlay(self, stem: Path, source: str, probability: np.ndarray) -> Path:
+        from autosam.data.io import read_image_2d
+        from autosam.data.transforms import to_rgb
+
+        array, meta = read_image_2d(source)  # H x W or H x W x C, stored dtype
+        channels_first = (
+            torch.as_tensor(array.astype(np.float32)).reshape(*array.shape[:2], -1).permute(2, 0, 1)
+        )
+        rgb = to_rgb(channels_first, source_dtype=meta["source_dtype"], name=source)  # 3 x H x W in [0, 255]
+        image = np.rint(rgb.permute(1, 2, 0).numpy()).astype(np.uint8)
+        if image.shape[:2] != probability.shape:
+            raise ValueError(
+                f"prediction is {probability.shape} but image '{source}' is {image.shape[:2]}; map the "
+                "prediction back to the input size (Invertd) before writing overlays"
+            )
+
+        path = self._target(stem.with_name(stem.name + ".png"))
+        Image.fromarray(overlay_mask(image, probability >= self.threshold), mode="RGB").save(path)
         return path
 
     def _write_nifti(self, stem: Path, values: np.ndarray, affine: np.ndarray) -> Path:
