@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import fire
+import numpy as np
 from fire.decorators import SetParseFns
 
 from autosam.data.datalist import build_datalist
@@ -15,7 +16,7 @@ __all__ = ["datalist", "main"]
 
 
 # Fire would parse "0012" or "1_3" as numbers; paths, names and ids must stay the strings typed.
-@SetParseFns(layout=str, root=str, output=str, image_dir=str, mask_dir=str)
+@SetParseFns(layout=str, root=str, output=str, image_dir=str, mask_dir=str, axcodes=str)
 def datalist(
     layout: str,
     root: str,
@@ -27,6 +28,11 @@ def datalist(
     absolute_paths: bool = False,
     image_dir: str | None = None,
     mask_dir: str | None = None,
+    slices: bool = True,
+    axcodes: str = "RAS",
+    slice_axis: int = 2,
+    label_values: list[int] | int | None = None,
+    allow_uneven_spacing: bool = False,
 ) -> None:
     """Write a Decathlon-style datalist JSON for the data set in ROOT.
 
@@ -41,6 +47,11 @@ def datalist(
         absolute_paths: write absolute paths instead of paths relative to the output file's folder.
         image_dir: name of the image folder when it is not images/, Original/, ...
         mask_dir: name of the mask folder when it is not masks/, GT/, ...
+        slices: (nifti, dicom) one item per slice, with slice_index and foreground; False lists whole volumes.
+        axcodes: (nifti, dicom) orientation the slice indices refer to; use the same in the transforms.
+        slice_axis: (nifti, dicom) spatial axis (0, 1, 2) of the oriented volume across which slices are taken.
+        label_values: (nifti, dicom) label ids that count as foreground for the foreground flag, e.g. 5 or [1,2].
+        allow_uneven_spacing: (dicom) list series with a missing slice instead of reporting them.
     """
     output_path = Path(output).expanduser().resolve()
     result = build_datalist(
@@ -53,6 +64,11 @@ def datalist(
         image_dir=image_dir,
         mask_dir=mask_dir,
         relative_to=None if absolute_paths else output_path.parent,
+        slices=slices,
+        axcodes=axcodes,
+        slice_axis=slice_axis,
+        label_values=None if label_values is None else [int(v) for v in np.ravel(label_values)],
+        allow_uneven_spacing=allow_uneven_spacing,
     )
     output_path.parent.mkdir(parents=True, exist_ok=True)
     output_path.write_text(json.dumps(result, indent=2) + "\n")

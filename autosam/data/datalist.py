@@ -13,12 +13,12 @@ import os
 import random
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autosam.data.errors import InvalidItemError
+from autosam.data.errors import InvalidItemError, ItemProblems
 from autosam.data.io import IMAGE_2D_SUFFIXES, image_2d_shape
+from autosam.data.volume_datalist import dicom_layout, nifti_layout
 
 __all__ = [
     "LAYOUTS",
@@ -38,21 +38,6 @@ MASK_DIR_NAMES = ("masks", "mask", "labels", "labelcol", "Ground Truth", "GT", "
 def natural_sort_key(text: str) -> list[Any]:
     """Sort key that orders embedded numbers by value: 'image2' before 'image10'."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
-
-
-@dataclass
-class ItemProblems:
-    """Problems found while building a datalist; raised at once, or logged and counted when skipping."""
-
-    skip_invalid: bool = False
-    skipped: list[dict[str, str]] = field(default_factory=list)
-
-    def report(self, path: Path | str, problem: str) -> None:
-        """Raise `InvalidItemError(problem)`, or record `path` as skipped with a warning when skipping."""
-        if not self.skip_invalid:
-            raise InvalidItemError(problem)
-        logger.warning("skipping '%s': %s", path, problem)
-        self.skipped.append({"file": str(path), "problem": problem})
 
 
 def _find_child(folder: Path, names: Sequence[str], explicit: str | None, role: str) -> Path:
@@ -163,7 +148,13 @@ def split_by_case(
 
 
 def _flat_items(
-    folder: Path, problems: ItemProblems, *, image_dir: str | None, mask_dir: str | None, check_sizes: bool
+    folder: Path,
+    problems: ItemProblems,
+    *,
+    image_dir: str | None,
+    mask_dir: str | None,
+    check_sizes: bool,
+    **_: Any,
 ) -> list[dict[str, Any]]:
     image_folder = _find_child(folder, IMAGE_DIR_NAMES, image_dir, "image")
     mask_folder = _find_child(folder, MASK_DIR_NAMES, mask_dir, "mask")
@@ -256,6 +247,8 @@ LAYOUTS: dict[str, LayoutBuilder] = {
     "flat": _flat_layout,
     "pranet": _pranet_layout,
     "sun-seg": _sun_seg_layout,
+    "nifti": nifti_layout,
+    "dicom": dicom_layout,
 }
 
 

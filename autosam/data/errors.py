@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ["InvalidItemError", "warn_once"]
+__all__ = ["InvalidItemError", "ItemProblems", "warn_once"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,3 +31,18 @@ def warn_once(kind: str, path: str, message: str) -> None:
             return
         _warned.add(key)
     logger.warning(message)
+
+
+@dataclass
+class ItemProblems:
+    """Problems found while building a datalist; raised at once, or logged and counted when skipping."""
+
+    skip_invalid: bool = False
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def report(self, path: Path | str, problem: str) -> None:
+        """Raise `InvalidItemError(problem)`, or record `path` as skipped with a warning when skipping."""
+        if not self.skip_invalid:
+            raise InvalidItemError(problem)
+        logger.warning("skipping '%s': %s", path, problem)
+        self.skipped.append({"file": str(path), "problem": problem})

@@ -22,17 +22,29 @@ from monai.transforms import (
     EnsureTyped,
     LoadImaged,
     MapTransform,
+    Orientationd,
     RandFlipd,
     RandomizableTransform,
     RandRotated,
     RandZoomd,
+    ScaleIntensityRanged,
+    ScaleIntensityRangePercentilesd,
     Transform,
 )
 from monai.utils import convert_to_dst_type
 
+from autosam.data.dicom import DicomReader
 from autosam.data.errors import InvalidItemError, warn_once
 from autosam.data.io import Image2DReader
 from autosam.data.sam_geometry import SamGeometryd
+from autosam.data.volume import (
+    AlignLabeld,
+    CachedImageReader,
+    EnsureVolumed,
+    ExtractSliced,
+    LoadVolumeLabeld,
+    volume_readers,
+)
 
 __all__ = [
     "EnsureRGBd",
@@ -46,7 +58,7 @@ __all__ = [
     "get_random_transforms",
 ]
 
-MODALITIES = ("rgb",)
+MODALITIES = ("rgb", "ct", "mr")
 
 
 def _source_name(tensor: Any) -> str:
@@ -65,14 +77,20 @@ def _source_dtype(tensor: Any) -> str:
 
 
 def to_rgb(
-    image: torch.Tensor, *, source_dtype: str, scale: str = "dtype", name: str = "<in-memory array>"
+    image: torch.Tensor,
+    *,
+    source_dtype: str,
+    scale: str = "dtype",
+    bits_stored: int | None = None,
+    name: str = "<in-memory array>",
 ) -> torch.Tensor:
     """Convert a C x H x W image to float32 3 x H x W RGB in [0, 255].
 
     One channel is repeated three times, two channels (grey + alpha) keep the grey one, four
     channels (RGBA) drop alpha. With `scale="dtype"`, 8-bit values stay as they are, 16-bit values
-    are scaled by 255 / 65535, boolean values by 255, and other types (signed or float) are scaled
-    from their minimum and maximum. `scale="none"` leaves values alone (for example after a CT window).
+    are scaled by 255 / 65535 (255 / (2**`bits_stored` - 1) for DICOM pixels with fewer stored
+    bits), boolean values by 255, and other types (signed or float) are scaled from their minimum
+    and maximum. `scale="none"` leaves values alone (for example after a CT window).
     """
     channels = image.shape[0]
     if channels in (1, 2):
@@ -90,7 +108,7 @@ def to_rgb(
     if scale != "dtype":
         raise ValueError(f"scale must be 'dtype' or 'none', got {scale!r}")
     if source_dtype == "uint16":
-        return image * (255.0 / 65535.0)
+        return image * (255.0 / float((1 << (bits_stored or 16)) - 1))
     if source_dtype == "bool":
         return image * 255.0
     low, high = image.min(), image.max()
@@ -169,7 +187,14 @@ class EnsureRGBd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             image = d[key]
-            rgb = to_rgb(image, source_dtype=_source_dtype(image), scale=self.scale, name=_source_name(image))
+            bits_stored = image.meta.get("bits_stored") if isinstance(image, MetaTensor) else None
+            rgb = to_rgb(
+                image,
+                source_dtype=_source_dtype(image),
+                scale=self.scale,
+                bits_stored=None if bits_stored is None else int(bits_stored),
+                name=_source_name(image),
+            )
             d[key] = convert_to_dst_type(rgb, dst=image, dtype=torch.float32)[0]
         return d
 
@@ -327,6 +352,102 @@ def _interpolation(keys: Sequence[str], image_key: str, image_mode: str, label_m
     return tuple(image_mode if k == image_key else label_mode for k in keys)
 
 
+def _picture_loading(keys: list[str], missing: bool) -> list[Transform]:
+    return [
+        LoadImaged(
+            keys,
+            reader=[DicomReader(), Image2DReader()],
+            image_only=True,
+            ensure_channel_first=True,
+            allow_missing_keys=missing,
+        ),
+    ]
+
+
+def _volume_loading(
+    image_keys: list[str],
+    label_keys: list[str],
+    *,
+    image_key: str,
+    axcodes: str,
+    allow_uneven_spacing: bool,
+    resample_labels: bool,
+    segment_numbers: Sequence[int] | None,
+    missing: bool,
+) -> list[Transform]:
+    keys = image_keys + label_keys
+    reader = CachedImageReader(volume_readers(allow_uneven_spacing=allow_uneven_spacing), maxsize=2)
+    transforms: list[Transform] = []
+    if image_keys:
+        transforms.append(
+            LoadImaged(
+                image_keys,
+                reader=reader,
+                image_only=True,
+                ensure_channel_first=True,
+                allow_missing_keys=missing,
+            )
+        )
+    if label_keys:
+        transforms.append(
+            LoadVolumeLabeld(
+                label_keys,
+                reference_key=image_key,
+                segment_numbers=segment_numbers,
+                allow_missing_keys=missing,
+            )
+        )
+    transforms += [
+        EnsureVolumed(keys, allow_missing_keys=missing),
+        Orientationd(keys, axcodes=axcodes, labels=None, allow_missing_keys=missing),
+    ]
+    if image_keys and label_keys:
+        transforms.append(
+            AlignLabeld(
+                label_keys, reference_key=image_key, resample=resample_labels, allow_missing_keys=missing
+            )
+        )
+    return transforms
+
+
+def _volume_intensity(
+    image_keys: list[str],
+    *,
+    modality: str,
+    window_level: float,
+    window_width: float,
+    percentiles: Sequence[float],
+    missing: bool,
+) -> list[Transform]:
+    if not image_keys:
+        return []
+    if modality == "ct":
+        low, high = window_level - window_width / 2.0, window_level + window_width / 2.0
+        return [
+            ScaleIntensityRanged(
+                image_keys,
+                a_min=low,
+                a_max=high,
+                b_min=0.0,
+                b_max=255.0,
+                clip=True,
+                allow_missing_keys=missing,
+            )
+        ]
+    lower, upper = (float(p) for p in percentiles)
+    return [
+        ScaleIntensityRangePercentilesd(
+            image_keys,
+            lower=lower,
+            upper=upper,
+            b_min=0.0,
+            b_max=255.0,
+            clip=True,
+            allow_missing_keys=missing,
+        )
+    ]
+
+
 def get_deterministic_transforms(
     keys: KeysCollection = ("image", "label"),
     *,
@@ -335,17 +456,39 @@ def get_deterministic_transforms(
     image_key: str = "image",
     mask_threshold: float | None = None,
     label_values: Sequence[float] | None = None,
+    axcodes: str = "RAS",
+    slice_axis: int = 2,
+    window_level: float = 40.0,
+    window_width: float = 400.0,
+    percentiles: Sequence[float] = (0.5, 99.5),
+    allow_uneven_spacing: bool = False,
+    resample_labels: bool = False,
+    segment_numbers: Sequence[int] | None = None,
     allow_missing_keys: bool = False,
 ) -> list[Transform]:
     """Return the transforms that training, validation and inference share, ending with `SamGeometryd`.
 
+    "rgb" items are 2D pictures (PNG, JPEG, BMP, TIFF, single-frame DICOM). "ct" and "mr" items
+    are slices of volumes (NIfTI, NRRD, DICOM series with NIfTI/NRRD/DICOM SEG labels): each item
+    names the volume and its `slice_index` (and optionally `slice_axis`), as the nifti and dicom
+    datalist layouts write them.
+
     Args:
         keys: keys to load; `image_key` is the image and every other key a mask.
-        modality: "rgb" for 2D pictures (PNG, JPEG, BMP, TIFF).
+        modality: "rgb", "ct" (window in Hounsfield units) or "mr" (percentile scaling, also for other uncalibrated grey volumes).
         spatial_size: side of the square SAM input in pixels.
         image_key: which of `keys` is the image.
-        mask_threshold: foreground is `value > mask_threshold`; None picks the rule from the mask's encoding.
-        label_values: class ids that count as foreground in a label map.
+        mask_threshold: foreground is `value > mask_threshold`; None picks the rule from the mask's
+            encoding for pictures and takes every non-zero label for volumes.
+        label_values: class ids that count as foreground in a label map (for example [5] for the liver).
+        axcodes: orientation volumes are turned to before slicing (MONAI `Orientationd` codes).
+        slice_axis: spatial axis of the oriented volume across which slices are taken, unless the item sets it.
+        window_level: CT window centre in Hounsfield units.
+        window_width: CT window width in Hounsfield units; the window maps to [0, 255].
+        percentiles: MR intensity percentiles mapped to 0 and 255.
+        allow_uneven_spacing: read DICOM series with a missing slice (with a warning) instead of raising.
+        resample_labels: resample a label on another grid to the image's grid instead of raising.
+        segment_numbers: DICOM SEG segments to read (None reads all).
         allow_missing_keys: skip keys that an item lacks (for example no label at inference).
     """
     if modality not in MODALITIES:
@@ -354,24 +497,42 @@ def get_deterministic_transforms(
     image_keys, label_keys = _split_keys(keys, image_key)
     missing = allow_missing_keys
 
-    transforms: list[Transform] = [
-        LoadImaged(
-            keys,
-            reader=Image2DReader(),
-            image_only=True,
-            ensure_channel_first=True,
-            allow_missing_keys=missing,
-        ),
-        CheckSpatialShaped(keys, allow_missing_keys=missing),
-    ]
-    if image_keys:
-        transforms.append(EnsureRGBd(image_keys, allow_missing_keys=missing))
+    if modality == "rgb":
+        transforms = _picture_loading(keys, missing)
+        image_scale, threshold = "dtype", mask_threshold
+    else:
+        transforms = _volume_loading(
+            image_keys,
+            label_keys,
+            image_key=image_key,
+            axcodes=axcodes,
+            allow_uneven_spacing=allow_uneven_spacing,
+            resample_labels=resample_labels,
+            segment_numbers=segment_numbers,
+            missing=missing,
+        )
+        transforms += _volume_intensity(
+            image_keys,
+            modality=modality,
+            window_level=window_level,
+            window_width=window_width,
+            percentiles=percentiles,
+            missing=missing,
+        )
+        image_scale = "none"
+        threshold = 0.0 if mask_threshold is None and label_values is None else mask_threshold
+
     if label_keys:
         transforms.append(
             BinarizeMaskd(
-                label_keys, threshold=mask_threshold, label_values=label_values, allow_missing_keys=missing
+                label_keys, threshold=threshold, label_values=label_values, allow_missing_keys=missing
             )
         )
+    if modality != "rgb":
+        transforms.append(ExtractSliced(keys, axis=slice_axis, allow_missing_keys=missing))
+    transforms.append(CheckSpatialShaped(keys, allow_missing_keys=missing))
+    if image_keys:
+        transforms.append(EnsureRGBd(image_keys, scale=image_scale, allow_missing_keys=missing))
     transforms += [
         EnsureTyped(keys, dtype=torch.float32, track_meta=True, allow_missing_keys=missing),
         SamGeometryd(
