@@ -48,7 +48,8 @@ def test_nonbinary_png_mask_area(shared_cases, caplog):
     assert tuple(mask.shape[1:]) == tuple(expected["shape_hw"])
     assert set(mask.unique().tolist()) <= {0.0, 1.0}
     assert int(mask.sum()) == expected["png_area_gt128_sunseg_rule"]
-    assert "0001.png" in caplog.text and "distinct values" in caplog.text
+    assert "0001.png" in caplog.text
+    assert "distinct values" in caplog.text
 
 
 def test_jpeg_mask_area_and_warning(shared_cases, caplog):
@@ -56,7 +57,8 @@ def test_jpeg_mask_area_and_warning(shared_cases, caplog):
     with caplog.at_level(logging.WARNING):
         mask = _load_mask(folder / "masks_jpeg" / "0001.jpg")
     assert int(mask.sum()) == expected["jpeg_area_gt128"]
-    assert "0001.jpg" in caplog.text and "JPEG" in caplog.text
+    assert "0001.jpg" in caplog.text
+    assert "JPEG" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -102,8 +104,10 @@ def test_kvasir_flat_layout_loads(shared_data):
         out = transforms(item)
         assert tuple(out["image"].shape) == (3, 256, 256)
         assert tuple(out["label"].shape) == (1, 256, 256)
-        assert out["image"].dtype == torch.float32 and out["label"].dtype == torch.float32
-        assert 0.0 <= float(out["image"].min()) and float(out["image"].max()) <= 255.0
+        assert out["image"].dtype == torch.float32
+        assert out["label"].dtype == torch.float32
+        assert 0.0 <= float(out["image"].min())
+        assert float(out["image"].max()) <= 255.0
         assert set(out["label"].unique().tolist()) == {0.0, 1.0}
         resized_h, resized_w = sam_resized_shape(height, width, 256)
         # SAM pads the bottom and right: nothing of the picture lies there.
@@ -153,7 +157,8 @@ def test_sun_seg_frames_sorted_numerically(shared_data):
 def test_sun_seg_test_split_keeps_case(shared_cases):
     folder, _ = _case(shared_cases, "G2")
     datalist = build_datalist("sun-seg", folder)
-    assert datalist["training"] == [] and len(datalist["test"]) == 11
+    assert datalist["training"] == []
+    assert len(datalist["test"]) == 11
     assert {item["case"] for item in datalist["test"]} == {"case1_1"}
     assert datalist["test"][9]["frame"].endswith("image10")
     assert {item["split"] for item in datalist["test"]} == {"TestEasyDataset"}
@@ -227,7 +232,8 @@ def test_image_without_mask_named(tmp_path):
         build_datalist("flat", tmp_path)
     datalist = build_datalist("flat", tmp_path, skip_invalid=True, val_fraction=0.0)
     assert [item["case"] for item in datalist["training"]] == ["a"]
-    assert len(datalist["skipped"]) == 1 and datalist["skipped"][0]["file"].endswith("b.png")
+    assert len(datalist["skipped"]) == 1
+    assert datalist["skipped"][0]["file"].endswith("b.png")
 
 
 def test_mask_size_mismatch_named(tmp_path):
@@ -270,7 +276,8 @@ def test_random_transforms_keep_contract(shared_data):
         set_determinism(seed=None)
     assert tuple(out["image"].shape) == (3, 128, 128)
     assert set(out["label"].unique().tolist()) <= {0.0, 1.0}
-    assert float(out["image"].min()) >= 0.0 and float(out["image"].max()) <= 255.0 + 1e-3
+    assert float(out["image"].min()) >= 0.0
+    assert float(out["image"].max()) <= 255.0 + 1e-3
 
 
 def test_color_jitter_brightness_matches_factor():
@@ -279,5 +286,6 @@ def test_color_jitter_brightness_matches_factor():
     jitter.set_random_state(seed=3)
     out = jitter({"image": image})["image"]
     factor = jitter._factors[0]
-    assert 0.6 <= factor <= 1.4 and factor != 1.0
+    assert 0.6 <= factor <= 1.4
+    assert factor != 1.0
     torch.testing.assert_close(out, (image * factor).clamp(0, 255), atol=1e-3, rtol=1e-5)

@@ -68,7 +68,8 @@ def test_dicom_pictures_through_rgb_pipeline(shared_cases):
     )
     grey = transforms({"image": str(folder / "gray_MONOCHROME1.dcm")})["image"]
     assert tuple(grey.shape) == (3, 80, 80)
-    assert float(grey.max()) <= 255.0 and float(grey.max()) > 100.0  # 12-bit values scaled by 255 / 4095
+    assert float(grey.max()) <= 255.0
+    assert float(grey.max()) > 100.0  # 12-bit values scaled by 255 / 4095
 
 
 @pytest.mark.parametrize("variant", ["const_instnum", "reversed_instnum"])
@@ -89,8 +90,11 @@ def test_missing_slice_raises_or_warns(shared_cases, caplog):
     with pytest.raises(InvalidItemError) as raised:
         read_dicom_series(folder / "missing_slice")
     message = str(raised.value)
-    assert "missing_slice" in message and "SeriesInstanceUID" in message
-    assert "2.500 mm" in message and "7.500 mm" in message and "5.000 mm apart" in message
+    assert "missing_slice" in message
+    assert "SeriesInstanceUID" in message
+    assert "2.500 mm" in message
+    assert "7.500 mm" in message
+    assert "5.000 mm apart" in message
 
     with caplog.at_level(logging.WARNING):
         volume, _ = read_dicom_series(folder / "missing_slice", allow_uneven_spacing=True)
@@ -230,7 +234,8 @@ def test_invertd_through_slice_to_volume(shared_data):
     marked = np.argwhere(pred[0].numpy() > 0.5)
     varying = [axis for axis in range(3) if len(np.unique(marked[:, axis])) > 1]
     fixed_axis = next(axis for axis in range(3) if axis not in varying)
-    assert len(varying) == 2 and len(np.unique(marked[:, fixed_axis])) == 1
+    assert len(varying) == 2
+    assert len(np.unique(marked[:, fixed_axis])) == 1
     assert len(marked) == np.prod([original.shape[a] for a in varying])
 
 
@@ -253,7 +258,8 @@ def test_4d_volume_rejected_singleton_squeezed(shared_data, tmp_path):
         )
     cause = raised.value.__cause__
     assert isinstance(cause, InvalidItemError)
-    assert "four_d.nii.gz" in str(cause) and "4th dimension of size 3" in str(cause)
+    assert "four_d.nii.gz" in str(cause)
+    assert "4th dimension of size 3" in str(cause)
 
     out = transforms(
         {
@@ -295,7 +301,8 @@ def test_msd_dataset_json_ct_and_mr(shared_data, tmp_path):
             items[len(items) // 2]
         )
         assert tuple(out["image"].shape) == (3, 64, 64)
-        assert 0.0 <= float(out["image"].min()) and float(out["image"].max()) <= 255.0
+        assert 0.0 <= float(out["image"].min())
+        assert float(out["image"].max()) <= 255.0
         assert float(out["label"].sum()) > 0
 
 

@@ -216,10 +216,10 @@ class ForegroundSliceSampler(Sampler[int]):
         """
         Args:
             data: datalist items with a boolean `foreground_key`.
-            foreground_ratio: expected fraction of drawn slices that hold foreground, in [0, 1].
+            foreground_ratio: expected fraction of drawn slices that contain foreground, in [0, 1].
             num_samples: draws per epoch; None draws `len(data)`.
             seed: seed of the draws (combined with the epoch).
-            foreground_key: item key telling whether the slice holds foreground.
+            foreground_key: item key that is true when the slice contains foreground.
         """
         if not 0.0 <= foreground_ratio <= 1.0:
             raise ValueError(f"foreground_ratio must be in [0, 1], got {foreground_ratio}")

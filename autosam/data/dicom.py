@@ -295,7 +295,7 @@ def read_dicom_series(
     """Read one DICOM series (a folder, or a list of its files) as an X x Y x Z array and its metadata.
 
     Values are in physical units (float32) when the series has RescaleSlope / RescaleIntercept.
-    The metadata holds the RAS `affine`, `spacing`, the sorted `sop_instance_uids` and the
+    The metadata contains the RAS `affine`, `spacing`, the sorted `sop_instance_uids` and the
     `series_instance_uid`. Raises `InvalidItemError` for several series, missing pixel data,
     duplicated positions or (unless allowed) uneven spacing.
     """
@@ -313,7 +313,7 @@ def read_dicom_series(
     if len(groups) > 1:
         listing = ", ".join(f"{uid} ({len(members)} files)" for uid, members in groups.items())
         raise InvalidItemError(
-            f"'{paths[0]}' holds {len(groups)} series: {listing}. List the files of one series as the image "
+            f"'{paths[0]}' contains {len(groups)} series: {listing}. List the files of one series as the image "
             "(the dicom datalist layout does this)"
         )
     members = next(iter(groups.values()))

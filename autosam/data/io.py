@@ -149,7 +149,9 @@ class Image2DReader(ImageReader):
             meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = -1 if array.ndim == 3 else "no_channel"
             return array, meta
         shapes = {a.shape for a in arrays}
-        if len(shapes) > 1:
-            raise InvalidItemError(f"files stacked as channels have different shapes {sorted(shapes)}")
+        if len(shapes) > 1 or arrays[0].ndim != 2:
+            raise InvalidItemError(
+                f"files stacked as channels must be single-channel pictures of one size, got shapes {sorted(shapes)}"
+            )
         meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
         return np.stack(arrays, axis=0), meta

@@ -193,7 +193,7 @@ class EnsureVolumed(MapTransform):
             if volume.ndim != 4 or volume.shape[0] != 1:
                 raise InvalidItemError(
                     f"'{name}' has shape {tuple(volume.shape)} after moving channels first; expected one 3D "
-                    f"volume (1 x X x Y x Z). A 4th dimension of size {volume.shape[0]} holds several volumes "
+                    f"volume (1 x X x Y x Z). A 4th dimension of size {volume.shape[0]} contains several volumes "
                     "(time points or echoes): extract the one to segment into its own file"
                 )
             d[key] = volume

@@ -2,7 +2,7 @@
 
 With `slices=True` (the default) each volume becomes one item per slice across `slice_axis` of
 the volume oriented to `axcodes` (the same orientation the transforms use), carrying the volume
-path, `slice_index`, `slice_axis`, `num_slices` and `foreground` (whether the slice holds label),
+path, `slice_index`, `slice_axis`, `num_slices` and `foreground` (whether the slice contains label),
 which `ForegroundSliceSampler` uses. With `slices=False` each volume is one item.
 """
 
@@ -60,7 +60,7 @@ def _list_volumes(folder: Path) -> dict[str, Path]:
 def _foreground_per_slice(
     label: MetaTensor, *, axcodes: str, slice_axis: int, label_values: Sequence[float] | None
 ) -> list[bool]:
-    """Return, for each slice of the label oriented to `axcodes`, whether it holds foreground."""
+    """Return, for each slice of the label oriented to `axcodes`, whether it contains foreground."""
     oriented = Orientation(axcodes=axcodes, labels=None)(label)  # 1 x X x Y x Z
     values = oriented.as_tensor()
     if label_values is None:
@@ -262,7 +262,7 @@ def _seg_for_series(uid: str, segs: list[tuple[Path, pydicom.Dataset]]) -> Path 
 
 
 def _label_file_for_folder(folder: Path) -> Path | None:
-    """A label volume next to a series folder: `<folder>.nii.gz`, or the only volume file in the parent folder."""
+    """Find the label volume beside a series folder: `<folder>.nii.gz`, or the only volume file in the parent folder."""
     parent = folder.parent
     named = [parent / f"{folder.name}{suffix}" for suffix in VOLUME_SUFFIXES]
     for path in named:
@@ -283,11 +283,11 @@ def dicom_layout(
     allow_uneven_spacing: bool = False,
     **_: Any,
 ) -> tuple[list[dict], list[dict]]:
-    """DICOM series found anywhere below `root`, told apart by SeriesInstanceUID, with their labels.
+    """List the DICOM series below `root`, distinguished by SeriesInstanceUID, with their labels.
 
     A series' label is the DICOM SEG that references it, else a volume file named after its folder
     (`<folder>.nii.gz`, `.nrrd`, ...) beside the folder, else the only volume file beside the folder.
-    The image is the series folder when the folder holds that series only, else the list of its files.
+    The image is the series folder when the folder contains only that series, else the list of its files.
     """
     series, segs = _scan_dicom(root)
     if not series:
@@ -318,7 +318,9 @@ def dicom_layout(
         )
 
         seg = _seg_for_series(uid, segs)
-        label = seg if seg is not None else (_label_file_for_folder(folder) if own_folder else None)
+        label = seg
+        if label is None and own_folder:
+            label = _label_file_for_folder(folder)
         if label is None and slices:
             problems.report(
                 folder, f"DICOM series {uid} in '{folder}' has no label (DICOM SEG or volume file)"
