@@ -322,3 +322,21 @@ def test_probability_map_threshold(shared_data, tmp_path):
     out = Compose(get_deterministic_transforms(modality="mr", spatial_size=64, mask_threshold=127))(item)
     assert float(out["label"].sum()) > 0
     assert set(out["label"].unique().tolist()) == {0.0, 1.0}
+
+
+def test_dicom_layout_reports_missing_slice(shared_cases):
+    folder, _ = _case(shared_cases, "G9")
+    with pytest.raises(InvalidItemError, match="missing_slice"):
+        build_datalist("dicom", folder)
+    datalist = build_datalist("dicom", folder, skip_invalid=True)
+    assert len(datalist["skipped"]) == 1
+    assert datalist["skipped"][0]["file"].endswith("missing_slice")
+    # Unlabelled series are listed, slice by slice, under "test" for inference.
+    assert datalist["training"] == []
+    assert sorted({item["case"] for item in datalist["test"]}) == ["const_instnum", "reversed_instnum"]
+    assert [item["slice_index"] for item in datalist["test"] if item["case"] == "const_instnum"] == [
+        0,
+        1,
+        2,
+        3,
+    ]

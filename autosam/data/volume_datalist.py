@@ -92,6 +92,23 @@ def _load_label(path: Path | str) -> MetaTensor:
     return label
 
 
+def _unlabelled_slice_items(
+    item: dict[str, Any], problems: ItemProblems, *, axcodes: str, slice_axis: int
+) -> list[dict[str, Any]]:
+    """List the slices of a volume without label (for inference); the items have no `foreground` flag."""
+    try:
+        image = _load_label(item["image"])  # the generic volume loader also serves images
+    except (InvalidItemError, RuntimeError, OSError, ValueError) as err:
+        problems.report(item["image"], f"cannot read volume '{item['image']}': {err}")
+        return []
+    oriented = Orientation(axcodes=axcodes, labels=None)(image)
+    num_slices = int(oriented.shape[slice_axis + 1])
+    return [
+        {**item, "slice_index": index, "slice_axis": slice_axis, "num_slices": num_slices}
+        for index in range(num_slices)
+    ]
+
+
 def _expand(
     items: list[dict[str, Any]],
     problems: ItemProblems,
@@ -107,9 +124,7 @@ def _expand(
     expanded = []
     for item in items:
         if item.get("label") is None:
-            problems.report(
-                item["image"], f"volume '{item['image']}' has no label, so its slices cannot be listed"
-            )
+            expanded.extend(_unlabelled_slice_items(item, problems, axcodes=axcodes, slice_axis=slice_axis))
             continue
         try:
             label = label_loader(item) if label_loader is not None else _load_label(item["label"])
@@ -229,7 +244,7 @@ def nifti_layout(
             else []
         )
     options = {"slices": slices, "axcodes": axcodes, "slice_axis": slice_axis, "label_values": label_values}
-    return _expand(pool, problems, **options), test
+    return _expand(pool, problems, **options), _expand(test, problems, **options)
 
 
 def _scan_dicom(
@@ -285,7 +300,7 @@ def dicom_layout(
 ) -> tuple[list[dict], list[dict]]:
     """List the DICOM series below `root`, distinguished by SeriesInstanceUID, with their labels.
 
-    A series' label is the DICOM SEG that references it, else a volume file named after its folder
+    Series without a label go to "test". A series' label is the DICOM SEG that references it, else a volume file named after its folder
     (`<folder>.nii.gz`, `.nrrd`, ...) beside the folder, else the only volume file beside the folder.
     The image is the series folder when the folder contains only that series, else the list of its files.
     """
@@ -298,7 +313,7 @@ def dicom_layout(
         for folder in {path.parent for path, _ in members}:
             folder_counts[folder] = folder_counts.get(folder, 0) + 1
 
-    pool = []
+    pool, unlabelled = [], []
     seg_geometry: dict[str, tuple[list[str], np.ndarray, tuple[int, int, int]]] = {}
     for uid, members in sorted(series.items(), key=lambda kv: str(kv[1][0][0])):
         files = [path for path, _ in members]
@@ -321,13 +336,12 @@ def dicom_layout(
         label = seg
         if label is None and own_folder:
             label = _label_file_for_folder(folder)
-        if label is None and slices:
-            problems.report(
-                folder, f"DICOM series {uid} in '{folder}' has no label (DICOM SEG or volume file)"
-            )
+        if label is None:
+            # Series without a label can still be segmented, so they are listed under "test".
+            logger.warning("DICOM series %s in '%s' has no label (DICOM SEG or volume file)", uid, folder)
+            unlabelled.append({"image": image, "case": case})
             continue
-        item = {"image": image, "label": None if label is None else str(label), "case": case}
-        pool.append(item)
+        pool.append({"image": image, "label": str(label), "case": case})
         if seg is not None:
             first = ordered.headers[0]
             shape = (int(first.Columns), int(first.Rows), len(ordered.headers))
@@ -345,4 +359,6 @@ def dicom_layout(
         return MetaTensor(torch.from_numpy(array[None].astype(np.float32)), affine=torch.as_tensor(affine))
 
     options = {"slices": slices, "axcodes": axcodes, "slice_axis": slice_axis, "label_values": label_values}
-    return _expand(pool, problems, label_loader=load_label, **options), []
+    return _expand(pool, problems, label_loader=load_label, **options), _expand(
+        unlabelled, problems, **options
+    )
