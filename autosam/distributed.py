@@ -33,9 +33,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Handlers that write files or draw progress bars. Every rank computes the same values after the
-# gradient all-reduce and the metric all-gather, so rank 0 alone writes them. Handlers that gather
-# across ranks themselves (MONAI's MetricsSaver, ClassificationSaver) must run on every rank.
+# Handlers that write files or draw progress bars; `handlers_for_rank` attaches them on rank 0 only.
+# Every rank computes the same values after the gradient all-reduce and the metric all-gather.
+# Handlers that gather across ranks themselves (MONAI's MetricsSaver) must run on every rank.
 RANK_ZERO_HANDLER_TYPES: tuple[type, ...] = (
     CheckpointSaver,
     TensorBoardStatsHandler,
@@ -88,13 +88,17 @@ def destroy_distributed() -> None:
 
 
 def get_rank() -> int:
-    """Return this process's global rank, 0 outside a process group."""
-    return dist.get_rank() if dist.is_initialized() else 0
+    """Return this process's global rank: the process group's, else torchrun's `RANK`, else 0."""
+    if dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
 
 
 def get_world_size() -> int:
-    """Return the number of processes in the group, 1 outside a process group."""
-    return dist.get_world_size() if dist.is_initialized() else 1
+    """Return the number of processes: the process group's, else torchrun's `WORLD_SIZE`, else 1."""
+    if dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def wrap_ddp(
@@ -120,7 +124,12 @@ def wrap_ddp(
 
 
 def handlers_for_rank(handlers: Iterable[Any] | None, *, rank: int | None = None) -> list[Any] | None:
-    """Drop the file-writing handlers (`RANK_ZERO_HANDLER_TYPES`) on every rank but 0.
+    """Drop the file-writing handlers on every rank but 0, after every rank has built them.
+
+    Every rank must build the handlers, because ignite's disk saver inside MONAI's
+    CheckpointSaver joins a collective call when it is built. Only attaching them is rank 0's.
+    The file-writing handlers are `RANK_ZERO_HANDLER_TYPES`, autosam's EpochHistoryLogger and
+    ignite's ProgressBar.
 
     Args:
         handlers: the handler list of a trainer or evaluator; None stays None.
@@ -135,9 +144,11 @@ def handlers_for_rank(handlers: Iterable[Any] | None, *, rank: int | None = None
 
 
 def _writes_files(handler: Any) -> bool:
-    if isinstance(handler, RANK_ZERO_HANDLER_TYPES):
+    from autosam.engines import EpochHistoryLogger
+
+    if isinstance(handler, (*RANK_ZERO_HANDLER_TYPES, EpochHistoryLogger)):
         return True
-    # Ignite's progress bar is imported lazily because tqdm is an optional dependency of ignite.
+    # Ignite's progress bar is matched by name because tqdm is an optional dependency of ignite.
     return type(handler).__name__ == "ProgressBar"
 
 
@@ -172,9 +183,7 @@ def partition_for_rank(
     return list(partitions[get_rank()])
 
 
-def quiet_other_ranks(*engines: Any) -> None:
-    """Raise the log level of the engines' loggers to WARNING on every rank but 0."""
-    if get_rank() == 0:
-        return
-    for engine in engines:
-        engine.logger.setLevel(logging.WARNING)
+def quiet_other_ranks() -> None:
+    """Drop log records below WARNING on every rank but 0, so each message appears once."""
+    if get_rank() > 0:
+        logging.disable(logging.INFO)

@@ -36,6 +36,7 @@ from monai.networks.utils import convert_to_torchscript
 
 __all__ = [
     "DEFAULT_OPSET",
+    "export_bundle",
     "export_onnx",
     "export_torchscript",
     "io_names_from_metadata",
@@ -221,37 +222,8 @@ def load_bundle_network(
     return network.eval()
 
 
-def _export_from_bundle(
+def export_bundle(
     export_format: str,
-    *,
-    bundle_root: str,
-    filepath: str,
-    spatial_size: int,
-    ckpt_file: str | None,
-    config_file: str | Sequence[str] | None,
-    net_id: str,
-    key_in_ckpt: str,
-    **overrides: Any,
-) -> Path:
-    network = load_bundle_network(
-        bundle_root,
-        config_file=config_file,
-        ckpt_file=ckpt_file,
-        net_id=net_id,
-        key_in_ckpt=key_in_ckpt,
-        overrides=overrides,
-    )
-    meta_file = Path(bundle_root) / "configs" / "metadata.json"
-    if export_format == "onnx":
-        input_name, output_name = io_names_from_metadata(meta_file)
-        return export_onnx(
-            network, filepath, spatial_size=spatial_size, input_name=input_name, output_name=output_name
-        )
-    meta_values = json.loads(meta_file.read_text(encoding="utf-8"))
-    return export_torchscript(network, filepath, spatial_size=spatial_size, meta_values=meta_values)
-
-
-def onnx(
     *,
     filepath: str,
     spatial_size: int,
@@ -261,11 +233,13 @@ def onnx(
     net_id: str = "network_def",
     key_in_ckpt: str = "model",
     **overrides: Any,
-) -> None:
-    """Export the bundle's network to ONNX with the tensor names of its metadata.json.
+) -> Path:
+    """Export a bundle's network to ONNX (tensor names from metadata.json) or TorchScript.
 
     Args:
-        filepath: the .onnx file to write.
+        export_format: "onnx" (dynamic batch) or "torchscript" (traced, with metadata.json and
+            the given config files stored in the archive).
+        filepath: the .onnx or .ts file to write.
         spatial_size: height and width of the exported input, in pixels.
         bundle_root: the bundle folder.
         ckpt_file: trained checkpoint; omit it to export initial weights.
@@ -274,52 +248,31 @@ def onnx(
         key_in_ckpt: entry of the checkpoint dict that contains the network weights.
         overrides: other `--id value` pairs, e.g. `--sam_checkpoint sam_vit_b_01ec64.pth`.
     """
-    _export_from_bundle(
-        "onnx",
-        bundle_root=bundle_root,
-        filepath=filepath,
-        spatial_size=spatial_size,
-        ckpt_file=ckpt_file,
+    if export_format not in ("onnx", "torchscript"):
+        raise ValueError(f"export format '{export_format}' is not supported; choose 'onnx' or 'torchscript'")
+    network = load_bundle_network(
+        bundle_root,
         config_file=config_file,
+        ckpt_file=ckpt_file,
         net_id=net_id,
         key_in_ckpt=key_in_ckpt,
-        **overrides,
+        overrides=overrides,
     )
 
-
-def torchscript(
-    *,
-    filepath: str,
-    spatial_size: int,
-    bundle_root: str = "bundle",
-    ckpt_file: str | None = None,
-    config_file: str | Sequence[str] | None = None,
-    net_id: str = "network_def",
-    key_in_ckpt: str = "model",
-    **overrides: Any,
-) -> None:
-    """Trace the bundle's network at batch size 1 and save it as TorchScript with its metadata.
-
-    Args:
-        filepath: the .ts file to write.
-        spatial_size: height and width of the traced input, in pixels.
-        bundle_root: the bundle folder.
-        ckpt_file: trained checkpoint; omit it to export initial weights.
-        config_file: config(s) that define the network; default `configs/inference.json`.
-        net_id: id of the network in the config ("network_def").
-        key_in_ckpt: entry of the checkpoint dict that contains the network weights.
-        overrides: other `--id value` pairs, e.g. `--sam_checkpoint sam_vit_b_01ec64.pth`.
-    """
-    _export_from_bundle(
-        "torchscript",
-        bundle_root=bundle_root,
-        filepath=filepath,
-        spatial_size=spatial_size,
-        ckpt_file=ckpt_file,
-        config_file=config_file,
-        net_id=net_id,
-        key_in_ckpt=key_in_ckpt,
-        **overrides,
+    meta_file = Path(bundle_root) / "configs" / "metadata.json"
+    if export_format == "onnx":
+        input_name, output_name = io_names_from_metadata(meta_file)
+        return export_onnx(
+            network, filepath, spatial_size=spatial_size, input_name=input_name, output_name=output_name
+        )
+    meta_values = json.loads(meta_file.read_text(encoding="utf-8"))
+    config_files = [config_file] if isinstance(config_file, (str, os.PathLike)) else list(config_file or [])
+    extra_files = {
+        f"{Path(name).stem}.json": json.dumps(ConfigParser.load_config_file(name)).encode()
+        for name in config_files
+    }
+    return export_torchscript(
+        network, filepath, spatial_size=spatial_size, meta_values=meta_values, extra_files=extra_files
     )
 
 
@@ -327,4 +280,4 @@ if __name__ == "__main__":
     import fire
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    fire.Fire({"onnx": onnx, "torchscript": torchscript})
+    fire.Fire(export_bundle)
