@@ -19,7 +19,7 @@ from autosam.engines.metric_handler import SunSegMetricHandler, to_uint8_frame
 from autosam.engines.prepare_batch import AutoSAMPrepareBatch
 from autosam.engines.report import EvaluationReport, format_metric_table
 from autosam.engines.transforms import ReloadOriginald
-from autosam.engines.utils import default_bundle_root, from_engine_thresholded, latest_checkpoint
+from autosam.engines.utils import as_bool, default_bundle_root, from_engine_thresholded, latest_checkpoint
 from autosam.engines.writer import (
     PredictionWriter,
     check_output_dir,
@@ -39,6 +39,7 @@ __all__ = [
     "ResumeCheckpointLoader",
     "SunSegMetricHandler",
     "TrainerCheckpointSaver",
+    "as_bool",
     "check_bundle_config",
     "check_datalist",
     "check_dataset_dir",

@@ -94,3 +94,10 @@ def prepare_mni152_slices(
     counts = ", ".join(f"{split} {len(items)}" for split, items in datalist.items())
     logger.info("wrote MNI152 %s slices to %s (%s)", label, output, counts)
     return datalist_path
+
+
+if __name__ == "__main__":
+    import fire
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    fire.Fire(prepare_mni152_slices)

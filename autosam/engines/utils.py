@@ -10,7 +10,22 @@ from typing import Any
 
 import torch
 
-__all__ = ["default_bundle_root", "latest_checkpoint", "from_engine_thresholded"]
+__all__ = ["as_bool", "default_bundle_root", "latest_checkpoint", "from_engine_thresholded"]
+
+_TRUE_WORDS = ("true", "1", "yes", "on")
+_FALSE_WORDS = ("false", "0", "no", "off", "none", "null", "")
+
+
+def as_bool(value: Any) -> bool:
+    """Return a config flag as bool; the command line gives `--flag false` as the string "false"."""
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE_WORDS:
+        return True
+    if text in _FALSE_WORDS:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
 
 
 def default_bundle_root() -> str:

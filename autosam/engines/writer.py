@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from autosam.engines.utils import as_bool
+
 __all__ = ["PredictionWriter", "check_output_dir", "relative_output_path", "list_input_files", "overlay_mask"]
 
 logger = logging.getLogger(__name__)
@@ -102,8 +104,9 @@ def check_output_dir(output_dir: str | os.PathLike, input_roots: Sequence[str | 
 
 def relative_output_path(source: str | os.PathLike, input_root: str | os.PathLike) -> Path:
     """Return the path of `source` relative to `input_root`, without its file suffix."""
-    source_path = Path(source).resolve()
-    root = Path(input_root).resolve()
+    # Absolute paths without resolving links, so a folder of symbolic links keeps its own names.
+    source_path = Path(os.path.abspath(source))
+    root = Path(os.path.abspath(input_root))
     if root not in source_path.parents:
         raise ValueError(
             f"input file '{source_path}' is not under the input folder '{root}'; set the writer's "
@@ -167,14 +170,14 @@ class PredictionWriter:
         """
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be within [0, 1], got {threshold}")
-        self.input_root = Path(input_root).resolve()
+        self.input_root = Path(os.path.abspath(input_root))
         self.output_dir = check_output_dir(output_dir, [self.input_root])
         self.pred_key = pred_key
         self.image_key = image_key
         self.threshold = threshold
-        self.write_masks = write_masks
-        self.write_overlays = write_overlays
-        self.overwrite = overwrite
+        self.write_masks = as_bool(write_masks)
+        self.write_overlays = as_bool(write_overlays)
+        self.overwrite = as_bool(overwrite)
         self.output_transform = output_transform
         self.written: list[Path] = []
 
