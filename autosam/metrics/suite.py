@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from autosam.metrics.curves import (
@@ -32,6 +33,8 @@ __all__ = [
     "unpack",
     "summarize",
     "summarize_cases",
+    "case_means",
+    "summarize_case_means",
 ]
 
 # Per-frame scalars, then per-frame curves, in the packed order.
@@ -58,8 +61,6 @@ SUNSEG_METRIC_NAMES: tuple[str, ...] = (
     "meanIoU",
     "maxIoU",
 )
-
-_CURVE_SUMMARIES: tuple[str, ...] = ("Em", "Fm", "Sen", "Spe", "Dice", "IoU")
 
 
 def frame_values(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -110,22 +111,92 @@ def unpack(values: torch.Tensor) -> dict[str, torch.Tensor]:
     return fields
 
 
-def _named_results(mean_row: torch.Tensor) -> dict[str, float]:
-    """Official names from one averaged packed row (F)."""
-    fields = unpack(mean_row[None])
-    results = {name: float(fields[name][0]) for name in SCALAR_FIELDS}
-    for name in _CURVE_SUMMARIES:
-        curve = fields[name][0]
-        results[f"mean{name}"] = float(curve.mean())
-        results[f"max{name}"] = float(curve.max())
-    return {name: results[name] for name in SUNSEG_METRIC_NAMES}
+def _frame_mean(rows: np.ndarray) -> np.ndarray:
+    """Mean over a case's frames (N x F to F), with numpy's reductions in the official order.
+
+    The official code averages a 1-D list per scalar metric (pairwise summation) and an N x 256
+    array per curve (summation down the frames); doing the same keeps results bit-identical.
+    """
+    mean = np.empty(rows.shape[1], dtype=np.float64)
+    for i in range(len(SCALAR_FIELDS)):
+        mean[i] = np.mean(np.ascontiguousarray(rows[:, i]))
+    curves = slice(len(SCALAR_FIELDS), rows.shape[1])
+    mean[curves] = np.mean(np.ascontiguousarray(rows[:, curves]), axis=0)
+    return mean
+
+
+def _official_table(case_means: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack case means as the official cases x 11 x 256 table (scalars repeated 256 times) and
+    average it over cases."""
+    tables = []
+    for mean in case_means:
+        fields = unpack(torch.from_numpy(mean[None]))
+        rows = [[float(fields[name][0])] * NUM_THRESHOLDS for name in SCALAR_FIELDS[:3]]
+        rows += [[float(fields["adpEm"][0])] * NUM_THRESHOLDS, fields["Em"][0].tolist()]
+        rows += [[float(fields["adpFm"][0])] * NUM_THRESHOLDS, fields["Fm"][0].tolist()]
+        rows += [fields[name][0].tolist() for name in ("Sen", "Spe", "Dice", "IoU")]
+        tables.append(rows)
+    return np.mean(np.array(tables, dtype=np.float64), axis=0)
+
+
+def _named_results(table: np.ndarray) -> dict[str, float]:
+    """Official names from an averaged 11 x 256 table, as the official evaluator reads it."""
+    results = {
+        "Smeasure": table[0].mean(),
+        "wFmeasure": table[1].mean(),
+        "MAE": table[2].mean(),
+        "adpEm": table[3].mean(),
+        "meanEm": table[4].mean(),
+        "maxEm": table[4].max(),
+        "adpFm": table[5].mean(),
+        "meanFm": table[6].mean(),
+        "maxFm": table[6].max(),
+    }
+    for row, name in enumerate(("Sen", "Spe", "Dice", "IoU"), start=7):
+        results[f"mean{name}"] = table[row].mean()
+        results[f"max{name}"] = table[row].max()
+    return {name: float(results[name]) for name in SUNSEG_METRIC_NAMES}
+
+
+def _to_numpy(values: torch.Tensor) -> np.ndarray:
+    return values.detach().to(device="cpu", dtype=torch.float64).numpy()
 
 
 def summarize(values: torch.Tensor) -> dict[str, float]:
     """Average packed frame rows (N x F) and name the results (a flat folder: one mean over frames)."""
     if values.shape[0] == 0:
         raise ValueError("no frame to summarize; score at least one frame first")
-    return _named_results(values.to(torch.float64).mean(dim=0))
+    return _named_results(_official_table([_frame_mean(_to_numpy(values))]))
+
+
+def case_means(values: torch.Tensor, case_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """Mean packed row (F) of each case, in first-seen case order."""
+    if values.shape[0] != len(case_ids):
+        raise ValueError(f"{values.shape[0]} frame rows but {len(case_ids)} case ids")
+    rows = _to_numpy(values)
+    means: dict[str, np.ndarray] = {}
+    for case in dict.fromkeys(case_ids):
+        selected = [i for i, c in enumerate(case_ids) if c == case]
+        means[case] = _frame_mean(rows[selected])
+    return means
+
+
+def summarize_case_means(
+    means: dict[str, np.ndarray],
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Name the results of each case and of the plain mean over cases.
+
+    Args:
+        means: mean packed row (F) per case, from `case_means`.
+
+    Returns:
+        (overall, per_case): named results over all cases, and per case.
+    """
+    if not means:
+        raise ValueError("no case to summarize; score at least one frame first")
+    per_case = {case: _named_results(_official_table([mean])) for case, mean in means.items()}
+    overall = _named_results(_official_table(list(means.values())))
+    return overall, per_case
 
 
 def summarize_cases(
@@ -140,17 +211,4 @@ def summarize_cases(
     Returns:
         (overall, per_case): named results over all cases, and per case.
     """
-    if values.shape[0] != len(case_ids):
-        raise ValueError(f"{values.shape[0]} frame rows but {len(case_ids)} case ids")
-    order = list(dict.fromkeys(case_ids))
-    case_rows = []
-    per_case: dict[str, dict[str, float]] = {}
-    for case in order:
-        rows = torch.tensor([i for i, c in enumerate(case_ids) if c == case], device=values.device)
-        case_mean = values[rows].to(torch.float64).mean(dim=0)
-        case_rows.append(case_mean)
-        per_case[case] = _named_results(case_mean)
-    if not case_rows:
-        raise ValueError("no case to summarize; score at least one frame first")
-    overall = _named_results(torch.stack(case_rows).mean(dim=0))
-    return overall, per_case
+    return summarize_case_means(case_means(values, case_ids))

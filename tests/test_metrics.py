@@ -1,0 +1,413 @@
+"""SUN-SEG metrics against PySODMetrics (the official evaluator's code), a numpy transcription of
+the official Dice / Sen curves, SciPy's distance transform and hand-computed edge cases."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import py_sod_metrics
+import pytest
+import torch
+from scipy.ndimage import distance_transform_edt
+
+from autosam.metrics import (
+    EMeasure,
+    FMeasure,
+    MeanAbsoluteError,
+    SMeasure,
+    SunSegMetrics,
+    ThresholdCurves,
+    WeightedFMeasure,
+    binarize,
+    frame_values,
+    prepare_uint8_frames,
+    summarize,
+    unpack,
+)
+from autosam.metrics.curves import linspace_counts
+from autosam.metrics.distance import _distance_brute_force, _distance_cpu, nearest_foreground_offsets
+from autosam.metrics.protocol import DICE_THRESHOLDS
+
+TOLERANCE = 1e-6
+
+
+def _read_masks(shared_data: Path) -> list[np.ndarray]:
+    """Real polyp masks: two Kvasir-SEG (one resized to the odd size 333 x 517), two CVC-ClinicDB."""
+    kvasir = sorted((shared_data / "kvasir_seg" / "masks").iterdir())
+    clinic = sorted((shared_data / "cvc_clinicdb" / "masks").iterdir())
+    masks = [
+        cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in (kvasir[0], kvasir[7], clinic[0], clinic[5])
+    ]
+    masks[0] = cv2.resize(masks[0], (517, 333), interpolation=cv2.INTER_NEAREST)
+    masks[1] = cv2.resize(masks[1], (352, 352), interpolation=cv2.INTER_NEAREST)
+    return masks
+
+
+def _perturbed_predictions(gt: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Soft 8-bit predictions: blurred, shifted, noisy, and predicted at half size then resized back."""
+    height, width = gt.shape
+    blurred = cv2.GaussianBlur(gt, (0, 0), 6)
+    noisy = np.clip(cv2.GaussianBlur(gt, (0, 0), 2).astype(np.float64) + rng.normal(0, 25, gt.shape), 0, 255)
+    small = cv2.resize(cv2.GaussianBlur(gt, (0, 0), 3), (width // 2 + 1, height // 2 + 1))
+    return {
+        "blur": blurred,
+        "shift": np.roll(cv2.GaussianBlur(gt, (0, 0), 1.5), (9, -13), axis=(0, 1)),
+        "noise": noisy.astype(np.uint8),
+        # The official evaluator resizes a prediction of another size with cv2.resize (bilinear).
+        "resized": cv2.resize(small, (width, height)),
+    }
+
+
+def _pysod_frame(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray | float]:
+    """PySODMetrics' values for one 8-bit frame pair."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Fmeasure announces its successor
+        sm, wfm, em, fm, mae = (
+            py_sod_metrics.Smeasure(),
+            py_sod_metrics.WeightedFmeasure(),
+            py_sod_metrics.Emeasure(),
+            py_sod_metrics.Fmeasure(),
+            py_sod_metrics.MAE(),
+        )
+    for metric in (sm, wfm, em, fm, mae):
+        metric.step(pred=pred, gt=gt)
+    return {
+        "Smeasure": sm.get_results()["sm"],
+        "wFmeasure": wfm.get_results()["wfm"],
+        "MAE": mae.get_results()["mae"],
+        "adpEm": em.get_results()["em"]["adp"],
+        "Em": em.get_results()["em"]["curve"],
+        "adpFm": fm.get_results()["fm"]["adp"],
+        "Fm": fm.get_results()["fm"]["curve"],
+        "Precision": fm.get_results()["pr"]["p"],
+        "Recall": fm.get_results()["pr"]["r"],
+    }
+
+
+def _ours(pred: np.ndarray, gt: np.ndarray) -> dict[str, torch.Tensor]:
+    prepared = prepare_uint8_frames(torch.from_numpy(pred)[None], torch.from_numpy(gt)[None])
+    return {name: value[0] for name, value in unpack(frame_values(*prepared)).items()}
+
+
+def _official_threshold_curves(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
+    """Direct transcription of the official evaluator's per-threshold loop (Sen, Spe, Dice, IoU)."""
+    gt = gt > 128
+    pred = pred / 255
+    if pred.max() != pred.min():
+        pred = (pred - pred.min()) / (pred.max() - pred.min())
+    curves = {name: np.zeros(256) for name in ("Sen", "Spe", "Dice", "IoU")}
+    for j, threshold in enumerate(np.linspace(1, 0, 256)):
+        label = np.zeros_like(gt)
+        label[pred >= threshold] = 1
+        num_rec = np.sum(label == 1)
+        num_no_rec = np.sum(label == 0)
+        num_and = np.sum((label == 1) & (gt == 1))
+        num_obj = np.sum(gt)
+        fn = num_obj - num_and
+        fp = num_rec - num_and
+        tn = num_no_rec - fn
+        if num_and == 0:
+            continue
+        with np.errstate(invalid="ignore"):
+            curves["Sen"][j] = num_and / num_obj
+            curves["Spe"][j] = tn / (tn + fp)
+            curves["Dice"][j] = 2 * num_and / (num_obj + num_rec)
+            curves["IoU"][j] = num_and / (fn + num_rec)
+    return curves
+
+
+@pytest.fixture(scope="module")
+def real_frames(shared_data) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    frames = []
+    for index, gt in enumerate(_read_masks(shared_data)):
+        for kind, pred in _perturbed_predictions(gt, rng).items():
+            frames.append((f"mask{index}-{kind}", pred, gt))
+    return frames
+
+
+@pytest.fixture(scope="module")
+def pysod_results(real_frames) -> tuple[list[dict], dict[str, float]]:
+    """PySODMetrics per frame, and its means over all frames (one run of each metric class)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Fmeasure announces its successor
+        metrics = {
+            "Smeasure": py_sod_metrics.Smeasure(),
+            "wFmeasure": py_sod_metrics.WeightedFmeasure(),
+            "Em": py_sod_metrics.Emeasure(),
+            "Fm": py_sod_metrics.Fmeasure(),
+            "MAE": py_sod_metrics.MAE(),
+        }
+    for _, pred, gt in real_frames:
+        for metric in metrics.values():
+            metric.step(pred=pred, gt=gt)
+    em = metrics["Em"].get_results()["em"]
+    fm = metrics["Fm"].get_results()["fm"]
+    per_frame = [
+        {
+            "Smeasure": metrics["Smeasure"].sms[i],
+            "wFmeasure": metrics["wFmeasure"].weighted_fms[i],
+            "MAE": metrics["MAE"].maes[i],
+            "adpEm": metrics["Em"].adaptive_ems[i],
+            "Em": metrics["Em"].changeable_ems[i],
+            "adpFm": metrics["Fm"].adaptive_fms[i],
+            "Fm": metrics["Fm"].changeable_fms[i],
+            "Precision": metrics["Fm"].precisions[i],
+            "Recall": metrics["Fm"].recalls[i],
+        }
+        for i in range(len(real_frames))
+    ]
+    aggregated = {
+        "Smeasure": metrics["Smeasure"].get_results()["sm"],
+        "wFmeasure": metrics["wFmeasure"].get_results()["wfm"],
+        "MAE": metrics["MAE"].get_results()["mae"],
+        "adpEm": em["adp"],
+        "meanEm": em["curve"].mean(),
+        "maxEm": em["curve"].max(),
+        "adpFm": fm["adp"],
+        "meanFm": fm["curve"].mean(),
+        "maxFm": fm["curve"].max(),
+    }
+    return per_frame, aggregated
+
+
+def test_suite_matches_pysodmetrics_per_frame(real_frames, pysod_results):
+    for (name, pred, gt), expected in zip(real_frames, pysod_results[0], strict=True):
+        ours = _ours(pred, gt)
+        for metric, value in expected.items():
+            difference = np.abs(ours[metric].numpy() - np.asarray(value)).max()
+            assert difference <= TOLERANCE, f"{name} {metric}: |difference| {difference:.3g}"
+
+
+def test_suite_matches_pysodmetrics_aggregated(real_frames, pysod_results):
+    rows = [
+        frame_values(*prepare_uint8_frames(torch.from_numpy(pred)[None], torch.from_numpy(gt)[None]))
+        for _, pred, gt in real_frames
+    ]
+    ours = summarize(torch.cat(rows))
+    for metric, value in pysod_results[1].items():
+        assert abs(ours[metric] - value) <= TOLERANCE, metric
+
+
+def test_threshold_curves_match_official_loop(real_frames):
+    # The loop costs about 0.1 s per frame, so a subset of the perturbations.
+    for name, pred, gt in real_frames[::4]:
+        expected = _official_threshold_curves(pred, gt)
+        ours = _ours(pred, gt)
+        for metric, curve in expected.items():
+            np.testing.assert_array_equal(ours[metric].numpy(), curve, err_msg=f"{name} {metric}")
+
+
+def test_linspace_counts_match_sorted_search():
+    thresholds = DICE_THRESHOLDS
+    values = np.concatenate(
+        [
+            thresholds,
+            np.nextafter(thresholds, 2),
+            np.nextafter(thresholds, -1),
+            np.arange(256) / 255,
+            [0.0, 1.0],
+        ]
+    )
+    values = np.concatenate([values, np.random.default_rng(1).random(4000)]).clip(0, 1)
+    gt = np.random.default_rng(2).random(values.size) < 0.4
+    counts = linspace_counts(torch.from_numpy(values)[None], torch.from_numpy(gt)[None])
+    expected_tp = [(values[gt] >= t).sum() for t in thresholds]
+    expected_fp = [(values[~gt] >= t).sum() for t in thresholds]
+    np.testing.assert_array_equal(counts.tp[0].numpy(), expected_tp)
+    np.testing.assert_array_equal(counts.fp[0].numpy(), expected_fp)
+
+
+def test_distance_backends_match_scipy(shared_data):
+    masks = _read_masks(shared_data)
+    for mask in masks:
+        gt = mask > 128
+        expected = distance_transform_edt(~gt)
+        np.testing.assert_array_equal(_distance_cpu(gt), expected)
+    # The brute-force search (used on GPUs) on a crop, to keep the test fast.
+    gt = masks[2] > 128
+    rows, cols = np.nonzero(gt)
+    top, left = max(rows.min() - 20, 0), max(cols.min() - 20, 0)
+    crop = gt[top : top + 90, left : left + 120]
+    assert crop.any() and not crop.all()
+    brute = _distance_brute_force(torch.from_numpy(crop)[None])[0].numpy()
+    expected = distance_transform_edt(~crop)
+    # Squared distances are integers and must match exactly; torch's CPU square root may differ
+    # from numpy's in the last bit.
+    np.testing.assert_array_equal(np.rint(brute**2), np.rint(expected**2))
+    np.testing.assert_allclose(brute, expected, rtol=1e-15, atol=0)
+
+
+def test_nearest_foreground_follows_scipy_ties():
+    rng = np.random.default_rng(3)
+    gt = rng.random((4, 40, 50)) < 0.08
+    checked = 0
+    for frame in range(gt.shape[0]):
+        distance, indices = distance_transform_edt(~gt[frame], return_indices=True)
+        rows, cols = np.nonzero(~gt[frame] & (distance**2 <= 18))
+        pixels = torch.from_numpy(np.stack([np.full_like(rows, frame), rows, cols], axis=1))
+        offsets = nearest_foreground_offsets(torch.from_numpy(gt), pixels).numpy()
+        np.testing.assert_array_equal(rows + offsets[:, 0], indices[0][rows, cols])
+        np.testing.assert_array_equal(cols + offsets[:, 1], indices[1][rows, cols])
+        checked += rows.size
+    assert checked > 1000
+
+
+def _synthetic_gt(height: int = 60, width: int = 80) -> np.ndarray:
+    gt = np.zeros((height, width), np.uint8)
+    gt[15:40, 20:55] = 255
+    return gt
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["empty_prediction", "constant_prediction", "binary_prediction", "empty_gt", "full_gt"],
+)
+def test_edge_cases_match_pysodmetrics(case):
+    rng = np.random.default_rng(4)
+    gt = _synthetic_gt()
+    soft = cv2.GaussianBlur(gt, (0, 0), 4)
+    pred = {
+        "empty_prediction": np.zeros_like(gt),
+        "constant_prediction": np.full_like(gt, 128),
+        "binary_prediction": np.roll(gt, 3, axis=1),
+        "empty_gt": soft,
+        "full_gt": soft,
+    }[case]
+    if case == "empty_gt":
+        gt = np.zeros_like(gt)
+    if case == "full_gt":
+        gt = np.full_like(gt, 255)
+        pred = np.clip(soft.astype(int) + rng.integers(0, 60, gt.shape), 0, 255).astype(np.uint8)
+    expected = _pysod_frame(pred, gt)
+    ours = _ours(pred, gt)
+    for metric, value in expected.items():
+        np.testing.assert_allclose(ours[metric].numpy(), value, atol=TOLERANCE, err_msg=f"{case} {metric}")
+
+
+def test_edge_case_values_by_hand():
+    gt = np.zeros((50, 60), np.uint8)
+    pred = cv2.GaussianBlur(_synthetic_gt(50, 60), (0, 0), 3)
+    probabilities = pred / 255
+    stretched = (probabilities - probabilities.min()) / (probabilities.max() - probabilities.min())
+
+    ours = _ours(pred, gt)
+    assert ours["Smeasure"].item() == pytest.approx(1 - stretched.mean(), abs=1e-12)
+    assert ours["wFmeasure"].item() == 0.0
+    # Without ground-truth foreground no threshold has a true positive: every curve is 0.
+    for metric in ("Dice", "IoU", "Sen", "Spe"):
+        assert torch.count_nonzero(ours[metric]) == 0, metric
+
+    full = np.full_like(gt, 255)
+    ours = _ours(pred, full)
+    assert ours["Smeasure"].item() == pytest.approx(stretched.mean(), abs=1e-12)
+    # No background: specificity is 0 / 0 where a threshold has true positives, as in the official code.
+    assert torch.isnan(ours["Spe"]).any()
+
+
+def test_one_pixel_foreground_scores_zero_smeasure():
+    # The official code's sample std of one pixel is NaN and max(0, NaN) is 0; PySODMetrics returns
+    # a positive value here instead.
+    gt = np.zeros((40, 40), np.uint8)
+    gt[20, 20] = 255
+    pred = cv2.GaussianBlur(gt, (0, 0), 2)
+    ours = _ours(pred, gt)
+    assert ours["Smeasure"].item() == 0.0
+    expected = _pysod_frame(pred, gt)
+    for metric in ("wFmeasure", "MAE", "adpEm", "Em", "adpFm", "Fm"):
+        np.testing.assert_allclose(ours[metric].numpy(), expected[metric], atol=TOLERANCE, err_msg=metric)
+
+
+def test_perfect_negative_frame_scores_zero_dice():
+    gt = np.zeros((30, 30), np.uint8)
+    ours = _ours(np.zeros_like(gt), gt)
+    assert ours["Dice"].max().item() == 0.0
+    assert ours["Spe"].max().item() == 0.0
+    assert ours["Smeasure"].item() == 1.0
+
+
+def _probability_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(5)
+    y = torch.zeros(3, 1, 48, 64)
+    y[0, :, 10:30, 12:40] = 1
+    y[1, :, 5:20, 30:60] = 1
+    y_pred = (0.8 * y + 0.3 * torch.rand(y.shape, generator=generator)).clamp(0, 1)
+    return y_pred, y
+
+
+def test_sunseg_metrics_accumulate_batches():
+    y_pred, y = _probability_batch()
+    metric = SunSegMetrics()
+    metric(y_pred[:2], y[:2])
+    metric([y_pred[2], y_pred[0]], [y[2], y[0]])  # a list of channel-first items, as decollated batches
+    frames = frame_values(*metric._prepare(torch.cat([y_pred, y_pred[:1]]), torch.cat([y, y[:1]])))
+    assert metric.aggregate() == summarize(frames)
+    assert metric.curves()["Dice"].shape == (256,)
+
+
+def test_single_metrics_match_suite():
+    y_pred, y = _probability_batch()
+    suite = SunSegMetrics()
+    suite(y_pred, y)
+    expected = suite.aggregate()
+    for metric_class in (SMeasure, WeightedFMeasure, MeanAbsoluteError, EMeasure, FMeasure, ThresholdCurves):
+        metric = metric_class()
+        metric(y_pred, y)
+        result = metric.aggregate()
+        if isinstance(result, torch.Tensor):
+            name = {SMeasure: "Smeasure", WeightedFMeasure: "wFmeasure", MeanAbsoluteError: "MAE"}[
+                metric_class
+            ]
+            result = {name: float(result)}
+        for name, value in result.items():
+            if name.startswith("curve"):
+                continue
+            assert value == pytest.approx(expected[name], abs=1e-12), (metric_class.__name__, name)
+
+
+def test_minmax_off_scores_probabilities_as_given():
+    y_pred, y = _probability_batch()
+    stretched = SunSegMetrics()
+    stretched(y_pred * 0.5, y)
+    raw = SunSegMetrics(minmax=False)
+    raw(y_pred * 0.5, y)
+    assert stretched.aggregate()["MAE"] != raw.aggregate()["MAE"]
+    expected_mae = (y_pred.double() * 0.5 - y.double()).abs().mean().item()
+    assert raw.aggregate()["MAE"] == pytest.approx(expected_mae, abs=1e-12)
+
+
+def test_probabilities_outside_unit_range_are_rejected():
+    with pytest.raises(ValueError, match="sigmoid"):
+        SunSegMetrics()(torch.full((1, 1, 4, 4), 3.0), torch.zeros(1, 1, 4, 4))
+
+
+def test_sam_logits_binarize_at_sigmoid_half(shared_cases):
+    import json
+
+    case = shared_cases / "G6_sam_logits"
+    expected = json.loads((case / "expected.json").read_text())
+    positive = torch.from_numpy(np.load(case / "logits_pos.npy"))
+    negative = torch.from_numpy(np.load(case / "logits_neg.npy"))
+    assert (
+        binarize(torch.sigmoid(positive)).sum().item() == expected["logits_pos"]["area_logit_gt_0_expected"]
+    )
+    assert binarize(torch.sigmoid(negative)).sum().item() == expected["logits_neg"]["area_expected"]
+    assert (positive > 0).sum().item() == expected["logits_pos"]["area_sigmoid_gt_0.5_expected"]
+
+
+def test_clinical_metrics_skip_empty_ground_truth():
+    y_pred, y = _probability_batch()
+    metric = SunSegMetrics(clinical=True)
+    metric(y_pred, y)
+    buffer = metric.get_buffer()
+    dice = buffer[:, -3]
+    # The third frame has no foreground: MONAI's ignore_empty gives NaN, never 0 or 1.
+    assert torch.isnan(dice[2])
+    binary = (y_pred[:2] > 0.5).double()
+    intersection = (binary * y[:2]).flatten(1).sum(1)
+    expected = 2 * intersection / (binary.flatten(1).sum(1) + y[:2].flatten(1).sum(1))
+    torch.testing.assert_close(dice[:2], expected.double(), atol=1e-6, rtol=0)
+    assert metric.aggregate()["binaryDice"] == pytest.approx(expected.mean().item(), abs=1e-6)
