@@ -23,12 +23,21 @@ def test_shallow_decoder_quadruples_grid():
     assert isinstance(decoder.norm1, LayerNorm2d)
 
 
+def _light_net(encoder_checkpoint: str | None = None) -> AutoSAMLightNet:
+    # A g sized for the tiny SAM: 16 x 16 embedding grid for a 256 px frame.
+    return AutoSAMLightNet(
+        encoder_name="resnet18",
+        encoder_input_size=ENCODER_INPUT_SIZE,
+        embedding_size=16,
+        sam_input_size=256,
+        encoder_checkpoint=encoder_checkpoint,
+    )
+
+
 @pytest.mark.parametrize("height,width", [(288, 384), (529, 619)])
 def test_light_net_output_shape(height, width):
     torch.manual_seed(0)
-    net = AutoSAMLightNet(
-        encoder_name="resnet18", encoder_input_size=ENCODER_INPUT_SIZE, embedding_size=16, sam_input_size=256
-    ).eval()
+    net = _light_net().eval()
     with torch.no_grad():
         logits = net(torch.rand(1, 3, height, width) * 255)
     assert logits.shape == (1, 1, height, width)
@@ -52,13 +61,7 @@ def autosam_checkpoint(tmp_path_factory):
 def test_light_net_loads_encoder_from_checkpoint(autosam_checkpoint):
     trained, path = autosam_checkpoint
     torch.manual_seed(9)
-    light = AutoSAMLightNet(
-        encoder_name="resnet18",
-        encoder_input_size=ENCODER_INPUT_SIZE,
-        embedding_size=16,
-        sam_input_size=256,
-        encoder_checkpoint=str(path),
-    )
+    light = _light_net(encoder_checkpoint=str(path))
     for key, tensor in trained.encoder.state_dict().items():
         assert torch.equal(light.encoder.state_dict()[key], tensor), key
 
@@ -71,13 +74,7 @@ def test_light_net_loads_encoder_from_checkpoint(autosam_checkpoint):
 
 def test_light_net_frozen_encoder_trains_only_decoder(autosam_checkpoint):
     _, path = autosam_checkpoint
-    light = AutoSAMLightNet(
-        encoder_name="resnet18",
-        encoder_input_size=ENCODER_INPUT_SIZE,
-        embedding_size=16,
-        sam_input_size=256,
-        encoder_checkpoint=str(path),
-    )
+    light = _light_net(encoder_checkpoint=str(path))
     encoder_before = {key: tensor.clone() for key, tensor in light.encoder.state_dict().items()}
     optimizer = torch.optim.Adam(light.trainable_parameters(), lr=1e-2)
 

@@ -81,7 +81,9 @@ class AutoSAMNet(nn.Module):
             self.logit_bias = nn.Parameter(torch.zeros(()))
 
         self._sam_config_id: str | None = None
-        self.register_state_dict_post_hook(_drop_sam_entries)
+        # torch < 2.5 has only the private name of the state-dict post hook.
+        register_post_hook = getattr(self, "register_state_dict_post_hook", None) or self._register_state_dict_hook
+        register_post_hook(_drop_sam_entries)
         self.register_load_state_dict_pre_hook(_keep_current_sam_entries)
 
     def train(self, mode: bool = True) -> AutoSAMNet:
