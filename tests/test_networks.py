@@ -239,3 +239,22 @@ def test_sam_config_id_names_type_size_and_weights(net):
 def test_logit_affine_is_off_by_default(net):
     assert net.logit_scale is None
     assert net.logit_bias is None
+
+
+def test_geometry_round_trip_aligns_real_mask(shared_data):
+    # A Kvasir-SEG mask (622 x 529, not square) mapped to the padded 256 px frame and back must land
+    # on itself; a crop on the wrong side or a rounding slip would shift the polyp.
+    from PIL import Image
+
+    mask_path = shared_data / "kvasir_seg" / "masks" / "cju0qkwl35piu0993l0dewei2.jpg"
+    mask = torch.from_numpy(np.asarray(Image.open(mask_path).convert("L")) >= 128).float()
+    height, width = mask.shape
+    assert height != width
+
+    # Logits +10 inside the polyp and -10 outside on the 256 px frame, where the padding is background.
+    frame = resize_longest_side_and_pad(mask[None, None] * 20, 256, torch.tensor(0.0), torch.tensor(1.0)) - 10
+    restored = postprocess_logits(frame, 256, (height, width))[0, 0] > 0
+
+    intersection = (restored & (mask > 0)).sum().item()
+    dice = 2 * intersection / (restored.sum().item() + mask.sum().item())
+    assert dice > 0.99
