@@ -16,8 +16,15 @@ import torch
 import torch.distributed as dist
 from monai.data import partition_dataset
 from monai.handlers import CheckpointSaver, TensorBoardImageHandler, TensorBoardStatsHandler
+from monai.utils import evenly_divisible_all_gather, string_list_all_gather
+
+from autosam.engines import EpochHistoryLogger, EvaluationReport, SunSegMetricHandler
+from autosam.metrics.protocol import NUM_THRESHOLDS
+from autosam.metrics.suite import CURVE_FIELDS, SCALAR_FIELDS
 
 __all__ = [
+    "AttributeForwardingDDP",
+    "DistributedSunSegMetricHandler",
     "RANK_ZERO_HANDLER_TYPES",
     "default_backend",
     "destroy_distributed",
@@ -101,9 +108,28 @@ def get_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+class AttributeForwardingDDP(torch.nn.parallel.DistributedDataParallel):
+    """DistributedDataParallel that forwards unknown attributes to the wrapped network.
+
+    The bundle configs call `network.trainable_parameters()`, and the embedding cache calls
+    `network.embed_images(...)` and reads `network.sam_config_id`. With this wrapper those calls
+    reach AutoSAMNet unchanged. They run outside DDP's forward, which is right for them: they need
+    no gradient synchronisation.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            # Until DDP's constructor registers the wrapped module there is nothing to forward to.
+            if "module" not in self.__dict__.get("_modules", {}):
+                raise
+            return getattr(self._modules["module"], name)
+
+
 def wrap_ddp(
     network: torch.nn.Module, device: torch.device, *, find_unused_parameters: bool = False
-) -> torch.nn.parallel.DistributedDataParallel:
+) -> AttributeForwardingDDP:
     """Move `network` to `device` and wrap it in DistributedDataParallel.
 
     DDP broadcasts rank 0's parameters and buffers when it wraps the network, frozen SAM tensors
@@ -111,14 +137,14 @@ def wrap_ddp(
     parameters with `requires_grad` (g, the logit affine, h).
 
     Args:
-        network: AutoSAMNet, AutoSAMLightNet or any module.
+        network: AutoSAMNet, AutoSAMLightNet or any module with a trainable parameter.
         device: this process's device, from `local_device`.
         find_unused_parameters: set when some trainable parameters take no part in the loss of an
-            iteration; DDP then searches the autograd graph each step, which costs time.
+            iteration. DDP then searches the autograd graph in every step, which costs time.
     """
     network = network.to(device)
     device_ids = [device] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(
+    return AttributeForwardingDDP(
         network, device_ids=device_ids, find_unused_parameters=find_unused_parameters
     )
 
@@ -129,7 +155,8 @@ def handlers_for_rank(handlers: Iterable[Any] | None, *, rank: int | None = None
     Every rank must build the handlers, because ignite's disk saver inside MONAI's
     CheckpointSaver joins a collective call when it is built. Only attaching them is rank 0's.
     The file-writing handlers are `RANK_ZERO_HANDLER_TYPES`, autosam's EpochHistoryLogger and
-    ignite's ProgressBar.
+    EvaluationReport, and ignite's ProgressBar. autosam's PredictionWriter stays on every rank,
+    because each rank writes the predictions of its own images.
 
     Args:
         handlers: the handler list of a trainer or evaluator; None stays None.
@@ -144,9 +171,7 @@ def handlers_for_rank(handlers: Iterable[Any] | None, *, rank: int | None = None
 
 
 def _writes_files(handler: Any) -> bool:
-    from autosam.engines import EpochHistoryLogger
-
-    if isinstance(handler, (*RANK_ZERO_HANDLER_TYPES, EpochHistoryLogger)):
+    if isinstance(handler, (*RANK_ZERO_HANDLER_TYPES, EpochHistoryLogger, EvaluationReport)):
         return True
     # Ignite's progress bar is matched by name because tqdm is an optional dependency of ignite.
     return type(handler).__name__ == "ProgressBar"
@@ -187,3 +212,45 @@ def quiet_other_ranks() -> None:
     """Drop log records below WARNING on every rank but 0, so each message appears once."""
     if get_rank() > 0:
         logging.disable(logging.INFO)
+
+
+class DistributedSunSegMetricHandler(SunSegMetricHandler):
+    """The SUN-SEG suite metric with the frames of all ranks gathered before averaging.
+
+    Each rank scores its own frames. `compute` gathers every rank's packed frame rows and case ids,
+    so every rank returns the suite over the whole data set, and `num_frames` and `per_case`
+    then count all ranks' frames. Rows are ordered rank by rank, which changes only the order of
+    `per_case`, not its values.
+    """
+
+    def reset(self) -> None:
+        super().reset()
+        self._gathered = False
+
+    def iteration_completed(self, engine: Any) -> None:
+        """Score the iteration's frames; frames without a case id get ids unique across ranks."""
+        first_new = len(self._cases)
+        super().iteration_completed(engine)
+
+        batch = engine.state.batch
+        items = batch if isinstance(batch, list) else []
+        for offset, index in enumerate(range(first_new, len(self._cases))):
+            item = items[offset] if offset < len(items) else {}
+            if not isinstance(item, dict) or item.get(self.case_key) is None:
+                # Each rank numbers its own frames from 0, so the rank keeps the ids apart.
+                self._cases[index] = f"rank{get_rank()}_frame_{index}"
+
+    def compute(self) -> float:
+        if get_world_size() > 1 and not self._gathered:
+            self._gather()
+        return super().compute()
+
+    def _gather(self) -> None:
+        width = len(SCALAR_FIELDS) + len(CURVE_FIELDS) * NUM_THRESHOLDS
+        local_rows = torch.cat(self._rows) if self._rows else torch.zeros(0, width, dtype=torch.float64)
+
+        rows = evenly_divisible_all_gather(local_rows, concat=True)  # N x F, N over all ranks
+        cases = string_list_all_gather(self._cases)
+        self._rows = list(rows.split(1))
+        self._cases = cases
+        self._gathered = True
