@@ -14,6 +14,7 @@ their median. The best run is the headline figure, because other processes only 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -88,6 +89,8 @@ def main() -> None:
     print(
         f"g: {args.encoder} at {args.encoder_input_size} px; input {size[0]}x{size[1]}; repeats {args.repeats}"
     )
+    # Other processes distort the timings; the load average shows how busy the machine was.
+    print(f"load average at start: {os.getloadavg()[0]:.2f}")
     print()
     print("| SAM | batch | forward s/image, best (median) | forward+backward s/image, best (median) |")
     print("|---|---|---|---|")
@@ -114,6 +117,7 @@ def main() -> None:
                 embedding_times[model_type] = _bench_embedding(net, size, args.repeats)
             del net
 
+    print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
     for model_type, (best, median) in embedding_times.items():
         print(f"\nSAM image encoder, {model_type}: {best:.3f} ({median:.3f}) s/image (batch 1, no autograd)")
 

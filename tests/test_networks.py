@@ -212,6 +212,16 @@ def test_state_dict_round_trip_restores_encoder(net, tmp_path):
         torch.testing.assert_close(other(image), net(image), rtol=0, atol=0)
 
 
+def test_sam_entries_in_loaded_state_dict_are_ignored(net, caplog):
+    key = "mask_decoder.iou_token.weight"
+    before = net.sam.state_dict()[key].clone()
+    state_dict = dict(net.state_dict(), **{f"sam.{key}": torch.full_like(before, 7.0)})
+
+    net.load_state_dict(state_dict, strict=True)
+    assert torch.equal(net.sam.state_dict()[key], before)
+    assert "ignoring 1 SAM entries" in caplog.text
+
+
 def test_precomputed_embeddings_give_same_logits(net):
     image = _random_image(2, 90, 120, seed=8)
     net.eval()

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autosam.networks.backbones import Backbone, create_backbone
-from autosam.networks.geometry import resize_longest_side_and_pad
+from autosam.networks.geometry import check_image_batch, resize_longest_side_and_pad
 from autosam.networks.sam import PROMPT_EMBED_DIM
 
 __all__ = ["UpSkipBlock", "FusionHead", "SparseTokenHead", "AutoSAMEncoder"]
@@ -146,6 +146,7 @@ class AutoSAMEncoder(nn.Module):
         self.register_buffer("pixel_std", std.view(-1, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image = check_image_batch(image)
         # B x 3 x S x S with S = input_size.
         x = resize_longest_side_and_pad(image, self.input_size, self.pixel_mean, self.pixel_std)
         features = self.backbone(x)
