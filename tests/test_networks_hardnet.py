@@ -144,6 +144,11 @@ def test_timm_backbone_without_pyramid_raises():
         TimmBackbone(name="vit_tiny_patch16_224")
 
 
+def test_timm_backbone_fixed_input_size_raises():
+    with pytest.raises(ValueError, match="encoder_input_size=224"):
+        AutoSAMEncoder(encoder_name="swin_tiny_patch4_window7_224", input_size=352)
+
+
 def test_timm_backbone_missing_weights_raises():
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         TimmBackbone(name="resnet18", weights="missing.pth")

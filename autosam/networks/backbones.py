@@ -47,10 +47,19 @@ def _timm():
     return timm
 
 
-def _select_out_indices(name: str, reductions: Sequence[int]) -> tuple[int, ...]:
+def _select_out_indices(name: str, reductions: Sequence[int], input_size: int | None) -> tuple[int, ...]:
     # Building on the meta device reads feature_info without allocating or initialising weights.
     with torch.device("meta"):
         probe = _timm().create_model(name, features_only=True, pretrained=False)
+
+    config = getattr(probe, "pretrained_cfg", None) or {}
+    fixed_size = config.get("input_size", (3, None, None))[-1] if config.get("fixed_input_size") else None
+    if fixed_size is not None and input_size is not None and input_size != fixed_size:
+        raise ValueError(
+            f"timm model '{name}' accepts only {fixed_size} x {fixed_size} inputs, but the encoder input size "
+            f"is {input_size}; set encoder_input_size={fixed_size} or choose a convolutional backbone"
+        )
+
     available = list(probe.feature_info.reduction())
     indices = []
     for reduction in reductions:
@@ -68,7 +77,12 @@ class TimmBackbone(Backbone):
     """A timm model built with `features_only=True`, keeping the levels at the requested reductions."""
 
     def __init__(
-        self, *, name: str, reductions: Sequence[int] = (4, 8, 16), weights: str | None = None
+        self,
+        *,
+        name: str,
+        reductions: Sequence[int] = (4, 8, 16),
+        weights: str | None = None,
+        input_size: int | None = None,
     ) -> None:
         """
         Args:
@@ -76,9 +90,10 @@ class TimmBackbone(Backbone):
             reductions: reductions of the returned feature maps, shallowest first.
             weights: None for random initialisation, a local checkpoint file of the full timm model,
                 or "imagenet" to download timm's pretrained weights from its hub.
+            input_size: side of the input frame, checked against models with a fixed input size.
         """
         super().__init__()
-        out_indices = _select_out_indices(name, reductions)
+        out_indices = _select_out_indices(name, reductions, input_size)
         kwargs: dict = {"features_only": True, "out_indices": out_indices}
         if weights is None:
             kwargs["pretrained"] = False
@@ -105,11 +120,15 @@ class TimmBackbone(Backbone):
 
 
 def create_backbone(
-    name: str, *, weights: str | None = None, reductions: Sequence[int] = (4, 8, 16)
+    name: str,
+    *,
+    weights: str | None = None,
+    reductions: Sequence[int] = (4, 8, 16),
+    input_size: int | None = None,
 ) -> Backbone:
     """Create the backbone `name`: "hardnet85" (built in this package) or any timm model name."""
     if name == "hardnet85":
         from autosam.networks.hardnet import HarDNetBackbone
 
         return HarDNetBackbone(reductions=reductions, weights=weights)
-    return TimmBackbone(name=name, reductions=reductions, weights=weights)
+    return TimmBackbone(name=name, reductions=reductions, weights=weights, input_size=input_size)

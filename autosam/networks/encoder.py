@@ -131,7 +131,7 @@ class AutoSAMEncoder(nn.Module):
         # Sparse tokens read the 1/32 feature, as the reference implementation's sparse decoder does.
         reductions = (4, 8, 16, 32) if num_sparse_tokens else (4, 8, 16)
         self.backbone: Backbone = create_backbone(
-            encoder_name, weights=encoder_weights, reductions=reductions
+            encoder_name, weights=encoder_weights, reductions=reductions, input_size=self.input_size
         )
         self.head = FusionHead(channels=self.backbone.channels[:3])
         self.sparse_head = (
