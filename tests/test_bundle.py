@@ -96,6 +96,22 @@ def bundle_run(tmp_path_factory: pytest.TempPathFactory, kvasir_items: list[dict
         ckpt_dir=work / "models",
         write_overlays=True,
     )
+
+    # Volumes: slices of two small MR volumes, stacked back into NIfTI files.
+    from autosam.data import build_datalist
+
+    volumes = build_datalist("nifti", shared_data / "monai_anatomical", val_fraction=0.0)
+    (work / "volumes.json").write_text(json.dumps(volumes))
+    _run_bundle(
+        infer_configs,
+        cwd=work,
+        datalist=work / "volumes.json",
+        infer_split="training",
+        modality="mr",
+        dataset_dir=shared_data / "monai_anatomical",
+        output_dir=work / "infer_volumes",
+        ckpt_dir=work / "models",
+    )
     return {"work": work, "first_history": first_history, "items": kvasir_items}
 
 
@@ -302,3 +318,21 @@ def test_datalist_without_validation_stops(tmp_path: Path, kvasir_items: list[di
     with pytest.raises(Exception) as raised:
         workflow.initialize()
     assert "no 'validation' items" in str(raised.value.__cause__)
+
+
+def test_volume_predictions_keep_affine(bundle_run: dict, shared_data: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    predictions = bundle_run["work"] / "infer_volumes" / "predictions"
+    for name in ("anatomical", "reoriented_anat_moved"):
+        source = nib.load(str(shared_data / "monai_anatomical" / f"{name}.nii"))
+        probability = nib.load(str(predictions / "probabilities" / f"{name}.nii.gz"))
+        mask = nib.load(str(predictions / "masks" / f"{name}.nii.gz"))
+
+        assert probability.shape == source.shape[:3], name
+        assert np.allclose(probability.affine, source.affine), name
+        assert np.allclose(mask.affine, source.affine), name
+        values = probability.get_fdata()
+        assert values.min() >= 0.0 and values.max() <= 1.0, name
+        assert set(np.unique(mask.get_fdata())) <= {0.0, 1.0}, name

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autosam.engines.checkpoints import ResumeCheckpointLoader, TrainerCheckpointSaver
+from autosam.engines.checkpoints import ResumeCheckpointLoader, TrainerCheckpointSaver, TrainingTimeLimit
 from autosam.engines.config_checks import (
     ConfigError,
     check_bundle_config,
@@ -12,7 +12,7 @@ from autosam.engines.config_checks import (
     check_no_spatial_augmentation,
     check_sam_checkpoint,
 )
-from autosam.engines.datalists import prepare_datalist, select_split
+from autosam.engines.datalists import inference_items, prepare_datalist, select_split
 from autosam.engines.embedding_cache import EmbeddingCache, image_content_key
 from autosam.engines.history import EpochHistoryLogger, read_history
 from autosam.engines.metric_handler import SunSegMetricHandler, to_uint8_frame
@@ -39,6 +39,7 @@ __all__ = [
     "ResumeCheckpointLoader",
     "SunSegMetricHandler",
     "TrainerCheckpointSaver",
+    "TrainingTimeLimit",
     "as_bool",
     "check_bundle_config",
     "check_datalist",
@@ -51,6 +52,7 @@ __all__ = [
     "format_metric_table",
     "from_engine_thresholded",
     "image_content_key",
+    "inference_items",
     "latest_checkpoint",
     "list_input_files",
     "overlay_mask",

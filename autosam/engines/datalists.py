@@ -11,7 +11,7 @@ from typing import Any
 
 from autosam.engines.config_checks import ConfigError, check_dataset_dir
 
-__all__ = ["prepare_datalist", "select_split", "DATALIST_SPLITS"]
+__all__ = ["prepare_datalist", "select_split", "inference_items", "DATALIST_SPLITS"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,3 +108,24 @@ def select_split(
             f"split '{split}' of the datalist is empty ({counts}); choose a split that has items"
         )
     return items
+
+
+def inference_items(
+    *,
+    input_dir: str | os.PathLike | None = None,
+    datalist: str | os.PathLike | None = None,
+    dataset_dir: str | os.PathLike | None = None,
+    split: str = "test",
+) -> list[dict[str, Any]]:
+    """Return the items to segment: the pictures under `input_dir`, or one split of a datalist.
+
+    A datalist is needed for volumes, whose items name the slices (`slice_index`) to segment;
+    build one with `python -m autosam.data datalist --layout nifti|dicom ...`.
+    """
+    if datalist is not None:
+        return select_split(prepare_datalist(datalist=datalist, dataset_dir=dataset_dir), split)
+    from autosam.engines.writer import list_input_files
+
+    if input_dir is None:
+        raise ConfigError("neither input_dir nor datalist is set; pass --input_dir with a folder of images")
+    return list_input_files(input_dir)

@@ -19,7 +19,8 @@ class EpochHistoryLogger:
     """Ignite handler that appends one CSV row per training epoch.
 
     Columns: `epoch`, `train_loss` (mean over the epoch's iterations), `lr`, `seconds` (wall time of
-    the epoch, validation included), then every metric of the validator's last run (empty in an
+    the epoch, validation included), `cpu_seconds` (CPU time of the process in the epoch), then
+    every metric of the validator's last run (empty in an
     epoch without validation). `scripts/plot_curves.py` draws the loss and Dice curves from it.
     """
 
@@ -38,6 +39,7 @@ class EpochHistoryLogger:
         self._loss_sum = 0.0
         self._loss_count = 0
         self._epoch_start = 0.0
+        self._epoch_cpu_start = 0.0
         self._validated = False
         self._columns: list[str] | None = None
 
@@ -66,6 +68,7 @@ class EpochHistoryLogger:
     def _epoch_started(self, engine: Any) -> None:
         self._loss_sum, self._loss_count = 0.0, 0
         self._epoch_start = time.perf_counter()
+        self._epoch_cpu_start = time.process_time()
 
     def _iteration_completed(self, engine: Any) -> None:
         output = engine.state.output
@@ -81,6 +84,7 @@ class EpochHistoryLogger:
             "train_loss": self._loss_sum / self._loss_count if self._loss_count else math.nan,
             "lr": engine.optimizer.param_groups[0]["lr"] if getattr(engine, "optimizer", None) else math.nan,
             "seconds": round(time.perf_counter() - self._epoch_start, 3),
+            "cpu_seconds": round(time.process_time() - self._epoch_cpu_start, 3),
         }
         if self._validated:
             self._validated = False

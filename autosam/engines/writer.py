@@ -6,8 +6,8 @@ For an input `<input_root>/<relative>.<ext>` the writer creates
 `<output_dir>/overlays/<relative>.png` (the input with the mask tinted green and its outline in
 yellow). The relative path is kept, so a
 SUN-SEG tree `Frame/<case>/<frame>` comes out as `probabilities/Frame/<case>/<frame>.png`, which
-the evaluation CLI reads next to the ground truth. Volumes written slice by slice are stacked back
-into NIfTI files with the input volume's affine (`write_volume`).
+the evaluation CLI reads next to the ground truth. Slices of a volume are collected and stacked
+back into `<relative>.nii.gz` files with the input volume's affine when the run completes.
 """
 
 from __future__ import annotations
@@ -180,17 +180,36 @@ class PredictionWriter:
         self.overwrite = as_bool(overwrite)
         self.output_transform = output_transform
         self.written: list[Path] = []
+        self._pending_slices: dict[str, list[torch.Tensor]] = {}
 
     def attach(self, engine: Any) -> None:
-        """Write predictions at the end of every iteration of `engine`."""
+        """Write pictures after every iteration of `engine`, and volumes when its run completes."""
         from ignite.engine import Events
 
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, self.write_volumes)
 
     def __call__(self, engine: Any) -> None:
         items = self.output_transform(engine.state.output)
         for item in items:
-            self.write_item(item)
+            pred = item[self.pred_key]
+            if "slice_index" in getattr(pred, "meta", {}):
+                self._pending_slices.setdefault(_source_path(item, self.image_key), []).append(pred)
+            else:
+                self.write_item(item)
+
+    def write_volumes(self, engine: Any = None) -> None:
+        """Stack the collected slice predictions of each volume and write them as NIfTI files.
+
+        Each slice must be a MetaTensor with the metadata of `autosam.data.ExtractSliced`, mapped
+        back through `SamGeometryd` only; slices a volume lacks stay zero.
+        """
+        from autosam.data import stack_slices
+
+        for source, slices in self._pending_slices.items():
+            volume = stack_slices(slices)  # 1 x X x Y x Z on the file's grid
+            self.write_volume(source, volume[0].numpy(), volume.affine.numpy())
+        self._pending_slices.clear()
 
     def write_item(self, item: dict) -> list[Path]:
         """Write one item's probability map (and mask); return the written files."""
