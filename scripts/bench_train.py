@@ -8,7 +8,7 @@ state dict is saved to a temporary file and loaded through the normal checkpoint
 are real Kvasir-SEG frames from AUTOSAM_SHARED_DATA (default ../shared/data beside the checkout),
 loaded with the bundle's deterministic transforms. One epoch = every image once, forward,
 BCE + Dice loss, backward and an Adam step on g. The cached run is timed in its second epoch, when
-every embedding is in the cache; its first epoch, which fills the cache, is reported too.
+every embedding is in the cache. Its first epoch, which fills the cache, is reported too.
 """
 
 from __future__ import annotations
@@ -29,22 +29,35 @@ def _load_images(num_images: int, spatial_size: int) -> tuple[torch.Tensor, torc
 
     from autosam.data.transforms import get_deterministic_transforms
 
-    data = Path(os.environ.get("AUTOSAM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    data = Path(
+        os.environ.get("AUTOSAM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+    )
     images = sorted((data / "kvasir_seg" / "images").glob("*.jpg"))[:num_images]
     if len(images) < num_images:
-        raise FileNotFoundError(f"found {len(images)} Kvasir-SEG images under '{data}', need {num_images}; set AUTOSAM_SHARED_DATA")
+        raise FileNotFoundError(
+            f"found {len(images)} Kvasir-SEG images under '{data}', need {num_images}; set AUTOSAM_SHARED_DATA"
+        )
     transform = Compose(get_deterministic_transforms(keys=["image", "label"], spatial_size=spatial_size))
-    items = [transform({"image": str(path), "label": str(data / "kvasir_seg" / "masks" / path.name)}) for path in images]
-    return torch.stack([item["image"].as_tensor() for item in items]), torch.stack([item["label"].as_tensor() for item in items])
+    items = [
+        transform({"image": str(path), "label": str(data / "kvasir_seg" / "masks" / path.name)})
+        for path in images
+    ]
+    return torch.stack([item["image"].as_tensor() for item in items]), torch.stack(
+        [item["label"].as_tensor() for item in items]
+    )
 
 
-def _build_network(sam_model_type: str, encoder_name: str, encoder_input_size: int, folder: str) -> torch.nn.Module:
+def _build_network(
+    sam_model_type: str, encoder_name: str, encoder_input_size: int, folder: str
+) -> torch.nn.Module:
     from segment_anything import sam_model_registry
 
     from autosam.networks import AutoSAMNet
 
     if sam_model_type == "tiny":
-        return AutoSAMNet(sam_model_type="tiny", encoder_name=encoder_name, encoder_input_size=encoder_input_size)
+        return AutoSAMNet(
+            sam_model_type="tiny", encoder_name=encoder_name, encoder_input_size=encoder_input_size
+        )
     checkpoint = os.path.join(folder, f"random_sam_{sam_model_type}.pth")
     torch.save(sam_model_registry[sam_model_type]().state_dict(), checkpoint)
     return AutoSAMNet(
@@ -86,13 +99,20 @@ def main(
     optimizer = torch.optim.Adam(network.trainable_parameters(), lr=3e-4, weight_decay=1e-4)
     loss_function = DiceCELoss(sigmoid=True)
 
+    _epoch(
+        network, optimizer, loss_function, images[:batch_size], labels[:batch_size], batch_size, None
+    )  # warm-up
     uncached = _epoch(network, optimizer, loss_function, images, labels, batch_size, None)
     cache = EmbeddingCache(network=network)
     filling = _epoch(network, optimizer, loss_function, images, labels, batch_size, cache)
     cached = _epoch(network, optimizer, loss_function, images, labels, batch_size, cache)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print("| SAM | g | images | batch | epoch without cache (s) | first cached epoch (s) | cached epoch (s) | speed-up |")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+    )
+    print(
+        "| SAM | g | images | batch | epoch without cache (s) | first cached epoch (s) | cached epoch (s) | speed-up |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     print(
         f"| {sam_model_type} ({network.sam_input_size} px, random weights) | {encoder_name} @ {encoder_input_size} | "

@@ -9,8 +9,8 @@
 #       CPU (about 10 minutes on 2 cores).
 #   bash scripts/demo.sh --dataset_dir DIR --layout flat|pranet|sun-seg \
 #       [--sam_checkpoint FILE --sam_model_type vit_b|vit_l|vit_h] [--max_epochs N] [--run_dir DIR]
-#       The same job on your data. With a SAM checkpoint it uses the paper's recipe
-#       (configs/paper_polyp.json); without one, the CPU demo settings and the tiny SAM.
+#       The same job on your data. With a SAM checkpoint the job uses configs/paper_polyp.json
+#       (SAM vit_b, HarDNet-85 g at 352 px, Adam 3e-4), otherwise configs/cpu_demo.json.
 #
 # Everything goes to --run_dir (default runs/demo): models/ (checkpoints), train/ (TensorBoard
 # logs, training_history.csv), eval/ (metrics.json, per_case.csv, predictions/ with

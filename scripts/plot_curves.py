@@ -3,7 +3,7 @@
     python scripts/plot_curves.py RUN_DIR --output curves.png     # loss and validation Dice per epoch
     python scripts/plot_curves.py RUN_DIR --summary_only          # Markdown tables of every evaluation
 
-RUN_DIR holds one folder per model (autosam/, light/, basicunet/), each with
+RUN_DIR contains one folder per model (autosam/, light/, basicunet/), each with
 `train/training_history.csv` (written by `EpochHistoryLogger`) and `eval_*/metrics.json`.
 """
 
@@ -63,7 +63,10 @@ def plot(run_dir: str, output: str) -> str:
 
 def summary(run_dir: str) -> str:
     """Return Markdown tables: one row per model and evaluation, plus the official video protocol."""
-    lines = ["| model | data | frames | " + " | ".join(TABLE_METRICS) + " |", "|---" * (3 + len(TABLE_METRICS)) + "|"]
+    lines = [
+        "| model | data | frames | " + " | ".join(TABLE_METRICS) + " |",
+        "|---" * (3 + len(TABLE_METRICS)) + "|",
+    ]
     for name, label in MODELS.items():
         for folder, data_label in EVALUATIONS.items():
             path = Path(run_dir) / name / folder / "metrics.json"

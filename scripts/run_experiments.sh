@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Real runs of the bundle on CPU: AutoSAM (tiny SAM), the light stage 2 (g + h) and a MONAI
-# BasicUNet baseline, each trained on Kvasir-SEG for the same wall-clock budget, then evaluated on
-# the Kvasir-SEG validation split, on CVC-ClinicDB (unseen) and on CVC-ClinicDB video sequences
-# (SUN-SEG layout, official protocol through `python -m autosam.evaluate`).
+# BasicUNet baseline. AutoSAM and BasicUNet train on Kvasir-SEG for the same CPU-time budget.
+# Each model is then evaluated on the Kvasir-SEG validation split, on CVC-ClinicDB (unseen) and on
+# CVC-ClinicDB video sequences (SUN-SEG layout, also with the official protocol of
+# `python -m autosam.evaluate`).
 #
 # Usage: bash scripts/run_experiments.sh [RUN_DIR]     (default runs/experiments)
 # Environment: AUTOSAM_SHARED_DATA (default ../shared/data beside the checkout),

@@ -334,5 +334,6 @@ def test_volume_predictions_keep_affine(bundle_run: dict, shared_data: Path) -> 
         assert np.allclose(probability.affine, source.affine), name
         assert np.allclose(mask.affine, source.affine), name
         values = probability.get_fdata()
-        assert values.min() >= 0.0 and values.max() <= 1.0, name
+        assert values.min() >= 0.0, name
+        assert values.max() <= 1.0, name
         assert set(np.unique(mask.get_fdata())) <= {0.0, 1.0}, name

@@ -34,8 +34,8 @@ class TrainerCheckpointSaver(CheckpointSaver):
 class ResumeCheckpointLoader(CheckpointLoader):
     """Restore the newest `checkpoint_epoch=N.pt` of a folder into the network, optimiser, scheduler and trainer.
 
-    Without such a file the run starts from epoch 0 and a warning says so, so the same command
-    both starts and resumes a run.
+    Without such a file the run starts from epoch 0 with a warning, so the same command both
+    starts and resumes a run.
     """
 
     def __init__(
@@ -61,7 +61,7 @@ class ResumeCheckpointLoader(CheckpointLoader):
         """Restore the trainer too, at the start of `engine.run()`, when a checkpoint exists."""
         if not self.load_path:
             logger.warning(
-                "resume is set but '%s' holds no checkpoint_epoch=N.pt; training starts at epoch 0",
+                "resume is set but no checkpoint_epoch=N.pt found in '%s'; training starts at epoch 0",
                 self.ckpt_dir,
             )
             return

@@ -2,8 +2,8 @@
 
 The nilearn wheel contains the T1 template and its grey- and white-matter probability maps
 (uint8, 0-255, 197 x 233 x 189 voxels of 1 mm, RAS). `prepare_mni152_slices` writes PNG slices of
-the T1 with the white-matter map thresholded at 50 % as the mask, and a datalist split by
-anatomy, so the demo trains on real images without any download: axial slices of the lower and
+the T1 with the white-matter map thresholded at 50 % as the mask, so the demo trains on real
+images without any download. The datalist is split by anatomy: axial slices of the lower and
 middle brain for training, a separate axial slab above them for validation, and coronal slices
 (a view never seen in training) for the test split.
 """

@@ -26,7 +26,7 @@ class SunSegMetricHandler(Metric):
 
     Predictions are quantised to 8 bits first, so the values equal those of the evaluation CLI on
     the PNG files the prediction writer produces. `engine.state.metrics` receives every metric of
-    the suite under its official name (Smeasure, maxDice, ...), and the handler's own name holds
+    the suite under its official name (Smeasure, maxDice, ...), and the handler's own name stores
     `key_metric`, which MONAI uses for model selection.
 
     NOTE: unlike the official SUN-SEG evaluation, validation keeps the first and last frame of each

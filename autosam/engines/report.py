@@ -23,15 +23,15 @@ def format_metric_table(metrics: Mapping[str, float], title: str = "metric") -> 
     """Return a two-column Markdown table of `metrics`, values to 4 decimals."""
     lines = [f"| {title} | value |", "|---|---|"]
     for name, value in metrics.items():
-        shown = f"{value:.4f}" if isinstance(value, float) and math.isfinite(value) else str(value)
-        lines.append(f"| {name} | {shown} |")
+        text = f"{value:.4f}" if isinstance(value, float) and math.isfinite(value) else str(value)
+        lines.append(f"| {name} | {text} |")
     return "\n".join(lines)
 
 
 class EvaluationReport:
     """Ignite handler that writes `metrics.json`, `per_case.csv` and logs the table when evaluation ends.
 
-    `metrics.json` holds {"overall": {...}, "per_case": {case: {...}}, "frames": N, "checkpoint": ...}:
+    `metrics.json` contains {"overall": {...}, "per_case": {case: {...}}, "frames": N, "checkpoint": ...}:
     the SUN-SEG suite under its official names plus every other scalar metric of the evaluator
     (MONAI's Dice, IoU and Hausdorff distance at the threshold).
     """

@@ -139,7 +139,7 @@ class PredictionWriter:
     """Ignite handler that writes each item's prediction after every iteration.
 
     It expects `engine.state.output` to be a list of per-item dicts (MONAI decollates batches) whose
-    `pred` holds probabilities (1 x H x W, rows first as `autosam.data`'s reader loads images,
+    `pred` contains probabilities (1 x H x W, rows first as `autosam.data`'s reader loads images,
     after sigmoid and `Invertd`).
     """
 
