@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 import torch.distributed as dist
 from monai.data import partition_dataset
@@ -85,6 +86,10 @@ def init_distributed(backend: str | None = None) -> None:
     if backend == "nccl":
         torch.cuda.set_device(local_device(backend))
     dist.init_process_group(backend=backend)
+    # ignite's first look at the process group is a collective call (a new gloo group and an
+    # all-reduce). Making it here on every rank keeps a later call on rank 0 alone, such as the
+    # disk saver of MONAI's CheckpointSaver, from waiting for the other ranks forever.
+    idist.sync()
     logger.info("joined process group: rank %d of %d, backend %s", get_rank(), get_world_size(), backend)
 
 
@@ -152,9 +157,8 @@ def wrap_ddp(
 def handlers_for_rank(handlers: Iterable[Any] | None, *, rank: int | None = None) -> list[Any] | None:
     """Drop the file-writing handlers on every rank but 0, after every rank has built them.
 
-    Every rank must build the handlers, because ignite's disk saver inside MONAI's
-    CheckpointSaver joins a collective call when it is built. Only attaching them is rank 0's.
-    The file-writing handlers are `RANK_ZERO_HANDLER_TYPES`, autosam's EpochHistoryLogger and
+    Every rank builds the handlers from the same config and attaches what this returns. The
+    file-writing handlers are `RANK_ZERO_HANDLER_TYPES`, autosam's EpochHistoryLogger and
     EvaluationReport, and ignite's ProgressBar. autosam's PredictionWriter stays on every rank,
     because each rank writes the predictions of its own images.
 

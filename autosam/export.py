@@ -1,22 +1,21 @@
 """Export AutoSAMNet (image in, logits out) and the light path g + h to ONNX and TorchScript.
 
-Both formats hold the whole network: SAM preprocessing, SAM's image encoder, g, the prompt and
-mask decoders and the postprocessing that resizes logits to the input. The export fixes the
-spatial size of the input, because SAM's resize-longest-side step computes its target size from
-the input size in Python. The batch size stays dynamic in ONNX. The bundle's transforms pad every
-image to `spatial_size x spatial_size`, so one export serves the whole pipeline.
+Both formats hold the whole network. For AutoSAMNet that is SAM's preprocessing and image
+encoder, g, SAM's mask decoder and the postprocessing that resizes logits to the input. For
+AutoSAMLightNet it is g, h and the same postprocessing. The export fixes the spatial size of the
+input, because the resize target of SAM's resize-longest-side step is computed in Python from the
+input size. The batch size stays dynamic in ONNX. The bundle's transforms pad every image to
+`spatial_size x spatial_size`, so one export serves the whole pipeline.
 
 TorchScript is written by tracing. `torch.jit.script` cannot compile segment_anything's modules,
 because its window partition returns a tuple whose element types TorchScript cannot infer and its
 mask decoder indexes a ModuleList with a loop variable. A traced module replays the operations
-recorded at the traced spatial size.
+recorded at the traced spatial size: `export_torchscript` adds a check of the input size, while
+`monai.bundle ckpt_export` saves the bare trace, which returns a wrongly sized output for other
+input sizes without an error.
 
-Command line (the network and checkpoint come from the bundle configs, as for `monai.bundle`):
-
-    python -m autosam.export onnx --bundle_root bundle --ckpt_file bundle/models/model.pt \
-        --filepath bundle/models/model.onnx --spatial_size 1024
-    python -m autosam.export torchscript --bundle_root bundle --ckpt_file bundle/models/model.pt \
-        --filepath bundle/models/model.ts --spatial_size 1024
+From the command line, `python -m monai.bundle onnx_export` and `ckpt_export` export the bundle's
+`network_def` with a trained checkpoint; docs/deployment.md lists the arguments.
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ from monai.networks.utils import convert_to_torchscript
 
 __all__ = [
     "DEFAULT_OPSET",
-    "export_bundle",
     "export_onnx",
     "export_torchscript",
     "io_names_from_metadata",
@@ -123,6 +121,24 @@ def export_onnx(
     return filepath
 
 
+class _InputSizeGuard(torch.nn.Module):
+    """Scripted wrapper that rejects inputs of another size than the one the network was traced at."""
+
+    def __init__(self, traced: torch.nn.Module, spatial_size: int) -> None:
+        super().__init__()
+        self.traced = traced
+        self.spatial_size = spatial_size
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.shape[-2] != self.spatial_size or image.shape[-1] != self.spatial_size:
+            height, width, size = image.shape[-2], image.shape[-1], self.spatial_size
+            raise ValueError(
+                f"input is {height}x{width} but this TorchScript network was traced at {size}x{size}; "
+                "resize and pad the image to that size, or export again with another spatial_size"
+            )
+        return self.traced(image)
+
+
 def export_torchscript(
     network: torch.nn.Module,
     filepath: str | os.PathLike,
@@ -134,8 +150,10 @@ def export_torchscript(
 ) -> Path:
     """Trace `network` and save it as TorchScript with the bundle metadata inside, as MONAI does.
 
-    The traced module accepts any batch size but only `spatial_size x spatial_size` inputs,
-    because tracing records SAM's resize target as a constant; other sizes raise a shape error.
+    The saved module accepts any batch size but only `spatial_size x spatial_size` inputs. Tracing
+    records SAM's resize target and the output size as constants, so a traced network would return
+    a wrong-sized mask for another input size without an error. The saved module therefore wraps
+    the trace in a scripted size check, which raises `torch.jit.Error` with the sizes.
 
     Args:
         network: AutoSAMNet or AutoSAMLightNet; it is put in eval mode.
@@ -152,8 +170,9 @@ def export_torchscript(
 
     with torch.no_grad():
         traced = convert_to_torchscript(network, inputs=[image], use_trace=True)
+    guarded = torch.jit.script(_InputSizeGuard(traced, spatial_size))
     save_net_with_metadata(
-        traced, str(filepath.with_suffix("")), meta_values=meta_values, more_extra_files=extra_files
+        guarded, str(filepath.with_suffix("")), meta_values=meta_values, more_extra_files=extra_files
     )
     logger.info("traced %s to TorchScript file '%s'", type(network).__name__, filepath)
     return filepath.with_suffix(".ts")
@@ -220,64 +239,3 @@ def load_bundle_network(
             checkpoint = checkpoint[key_in_ckpt]
         network.load_state_dict(checkpoint)
     return network.eval()
-
-
-def export_bundle(
-    export_format: str,
-    *,
-    filepath: str,
-    spatial_size: int,
-    bundle_root: str = "bundle",
-    ckpt_file: str | None = None,
-    config_file: str | Sequence[str] | None = None,
-    net_id: str = "network_def",
-    key_in_ckpt: str = "model",
-    **overrides: Any,
-) -> Path:
-    """Export a bundle's network to ONNX (tensor names from metadata.json) or TorchScript.
-
-    Args:
-        export_format: "onnx" (dynamic batch) or "torchscript" (traced, with metadata.json and
-            the given config files stored in the archive).
-        filepath: the .onnx or .ts file to write.
-        spatial_size: height and width of the exported input, in pixels.
-        bundle_root: the bundle folder.
-        ckpt_file: trained checkpoint; omit it to export initial weights.
-        config_file: config(s) that define the network; default `configs/inference.json`.
-        net_id: id of the network in the config ("network_def").
-        key_in_ckpt: entry of the checkpoint dict that contains the network weights.
-        overrides: other `--id value` pairs, e.g. `--sam_checkpoint sam_vit_b_01ec64.pth`.
-    """
-    if export_format not in ("onnx", "torchscript"):
-        raise ValueError(f"export format '{export_format}' is not supported; choose 'onnx' or 'torchscript'")
-    network = load_bundle_network(
-        bundle_root,
-        config_file=config_file,
-        ckpt_file=ckpt_file,
-        net_id=net_id,
-        key_in_ckpt=key_in_ckpt,
-        overrides=overrides,
-    )
-
-    meta_file = Path(bundle_root) / "configs" / "metadata.json"
-    if export_format == "onnx":
-        input_name, output_name = io_names_from_metadata(meta_file)
-        return export_onnx(
-            network, filepath, spatial_size=spatial_size, input_name=input_name, output_name=output_name
-        )
-    meta_values = json.loads(meta_file.read_text(encoding="utf-8"))
-    config_files = [config_file] if isinstance(config_file, (str, os.PathLike)) else list(config_file or [])
-    extra_files = {
-        f"{Path(name).stem}.json": json.dumps(ConfigParser.load_config_file(name)).encode()
-        for name in config_files
-    }
-    return export_torchscript(
-        network, filepath, spatial_size=spatial_size, meta_values=meta_values, extra_files=extra_files
-    )
-
-
-if __name__ == "__main__":
-    import fire
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    fire.Fire(export_bundle)
