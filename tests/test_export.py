@@ -75,6 +75,20 @@ def _bundle_network(checkpoint: Path) -> torch.nn.Module:
     )
 
 
+def _bundle_export_arguments(filepath: Path, checkpoint: Path) -> dict:
+    # The arguments of `python -m monai.bundle onnx_export / ckpt_export network_def ...`.
+    return {
+        "net_id": "network_def",
+        "filepath": str(filepath),
+        "ckpt_file": str(checkpoint),
+        "meta_file": str(META_FILE),
+        "config_file": [str(path) for path in CONFIG_FILES],
+        "key_in_ckpt": "model",
+        "input_shape": [1, 3, SPATIAL_SIZE, SPATIAL_SIZE],
+        "encoder_input_size": ENCODER_INPUT_SIZE,
+    }
+
+
 def _max_abs_difference(actual: np.ndarray, expected: torch.Tensor) -> float:
     assert actual.shape == tuple(expected.shape)
     return float(np.abs(actual - expected.numpy()).max())
@@ -89,20 +103,13 @@ def test_bundle_onnx_export_matches_pytorch(
 ) -> None:
     filepath = tmp_path / "model.onnx"
     onnx_export(
-        net_id="network_def",
-        filepath=str(filepath),
-        ckpt_file=str(trained_checkpoint),
-        meta_file=str(META_FILE),
-        config_file=[str(path) for path in CONFIG_FILES],
-        key_in_ckpt="model",
-        input_shape=[1, 3, SPATIAL_SIZE, SPATIAL_SIZE],
+        **_bundle_export_arguments(filepath, trained_checkpoint),
         converter_kwargs={
             "input_names": ["image"],
             "output_names": ["pred"],
             "opset_version": 20,
             "dynamic_axes": {"image": {0: "batch"}, "pred": {0: "batch"}},
         },
-        encoder_input_size=ENCODER_INPUT_SIZE,
     )
     session = onnx_session(filepath)
     metadata = json.loads(META_FILE.read_text())["network_data_format"]
@@ -164,17 +171,7 @@ def test_bundle_torchscript_export_matches_pytorch(
     tmp_path: Path, trained_checkpoint: Path, real_frames: torch.Tensor
 ) -> None:
     filepath = tmp_path / "model.ts"
-    ckpt_export(
-        net_id="network_def",
-        filepath=str(filepath),
-        ckpt_file=str(trained_checkpoint),
-        meta_file=str(META_FILE),
-        config_file=[str(path) for path in CONFIG_FILES],
-        key_in_ckpt="model",
-        use_trace=True,
-        input_shape=[1, 3, SPATIAL_SIZE, SPATIAL_SIZE],
-        encoder_input_size=ENCODER_INPUT_SIZE,
-    )
+    ckpt_export(**_bundle_export_arguments(filepath, trained_checkpoint), use_trace=True)
     traced, metadata, extra_files = load_net_with_metadata(str(filepath), more_extra_files=["inference.json"])
     assert metadata["network_data_format"] == json.loads(META_FILE.read_text())["network_data_format"]
     assert "network_def" in json.loads(extra_files["inference.json"])
