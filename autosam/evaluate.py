@@ -34,12 +34,12 @@ import torch
 from monai.utils import optional_import
 
 from autosam.metrics.clinical import CLINICAL_FIELDS, clinical_values
-from autosam.metrics.protocol import DICE_THRESHOLDS, NUM_THRESHOLDS, prepare_uint8_frames
+from autosam.metrics.levels import uint8_frame_values
+from autosam.metrics.protocol import DICE_THRESHOLDS, NUM_THRESHOLDS
 from autosam.metrics.suite import (
     CURVE_FIELDS,
     SCALAR_FIELDS,
     case_means,
-    frame_values,
     summarize_case_means,
     unpack,
 )
@@ -240,10 +240,10 @@ def score_frames(
     for _, preds, gts in _batches(frames, batch_size):
         pred_levels = torch.from_numpy(preds).to(device)
         gt_levels = torch.from_numpy(gts).to(device)
-        pred, gt = prepare_uint8_frames(pred_levels, gt_levels)
-        values = frame_values(pred, gt)
+        values = uint8_frame_values(pred_levels, gt_levels)
         if clinical:
-            values = torch.cat([values, clinical_values(pred_levels.to(torch.float64) / 255, gt)], dim=1)
+            probabilities = pred_levels.to(torch.float64) / 255
+            values = torch.cat([values, clinical_values(probabilities, gt_levels > 128)], dim=1)
         rows.append(values.cpu())
     return torch.cat(rows)
 

@@ -25,10 +25,16 @@ from autosam.metrics import (
     frame_values,
     prepare_uint8_frames,
     summarize,
+    uint8_frame_values,
     unpack,
 )
 from autosam.metrics.curves import linspace_counts
-from autosam.metrics.distance import _distance_brute_force, _distance_cpu, nearest_foreground_offsets
+from autosam.metrics.distance import (
+    _squared_distance_brute_force,
+    distance_to_foreground,
+    nearest_foreground_offsets,
+    squared_distance_to_foreground,
+)
 from autosam.metrics.protocol import DICE_THRESHOLDS
 
 TOLERANCE = 1e-6
@@ -61,38 +67,51 @@ def _perturbed_predictions(gt: np.ndarray, rng: np.random.Generator) -> dict[str
     }
 
 
-def _pysod_frame(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray | float]:
-    """PySODMetrics' values for one 8-bit frame pair."""
+def pysod_metrics() -> dict[str, object]:
+    """Fresh PySODMetrics evaluators of the suite, by our field names."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Fmeasure announces its successor
-        sm, wfm, em, fm, mae = (
-            py_sod_metrics.Smeasure(),
-            py_sod_metrics.WeightedFmeasure(),
-            py_sod_metrics.Emeasure(),
-            py_sod_metrics.Fmeasure(),
-            py_sod_metrics.MAE(),
-        )
-    for metric in (sm, wfm, em, fm, mae):
+        return {
+            "Smeasure": py_sod_metrics.Smeasure(),
+            "wFmeasure": py_sod_metrics.WeightedFmeasure(),
+            "Em": py_sod_metrics.Emeasure(),
+            "Fm": py_sod_metrics.Fmeasure(),
+            "MAE": py_sod_metrics.MAE(),
+        }
+
+
+def _pysod_frame(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray | float]:
+    """PySODMetrics' values for one 8-bit frame pair."""
+    metrics = pysod_metrics()
+    for metric in metrics.values():
         metric.step(pred=pred, gt=gt)
+    em = metrics["Em"].get_results()["em"]
+    fm = metrics["Fm"].get_results()
     return {
-        "Smeasure": sm.get_results()["sm"],
-        "wFmeasure": wfm.get_results()["wfm"],
-        "MAE": mae.get_results()["mae"],
-        "adpEm": em.get_results()["em"]["adp"],
-        "Em": em.get_results()["em"]["curve"],
-        "adpFm": fm.get_results()["fm"]["adp"],
-        "Fm": fm.get_results()["fm"]["curve"],
-        "Precision": fm.get_results()["pr"]["p"],
-        "Recall": fm.get_results()["pr"]["r"],
+        "Smeasure": metrics["Smeasure"].get_results()["sm"],
+        "wFmeasure": metrics["wFmeasure"].get_results()["wfm"],
+        "MAE": metrics["MAE"].get_results()["mae"],
+        "adpEm": em["adp"],
+        "Em": em["curve"],
+        "adpFm": fm["fm"]["adp"],
+        "Fm": fm["fm"]["curve"],
+        "Precision": fm["pr"]["p"],
+        "Recall": fm["pr"]["r"],
     }
 
 
-def _ours(pred: np.ndarray, gt: np.ndarray) -> dict[str, torch.Tensor]:
-    prepared = prepare_uint8_frames(torch.from_numpy(pred)[None], torch.from_numpy(gt)[None])
-    return {name: value[0] for name, value in unpack(frame_values(*prepared)).items()}
+def _ours(pred: np.ndarray, gt: np.ndarray, path: str = "probability") -> dict[str, torch.Tensor]:
+    """Our values for one 8-bit frame pair, by the per-pixel path or the 8-bit histogram path."""
+    pred_levels = torch.from_numpy(pred)[None]
+    gt_levels = torch.from_numpy(gt)[None]
+    if path == "uint8":
+        values = uint8_frame_values(pred_levels, gt_levels)
+    else:
+        values = frame_values(*prepare_uint8_frames(pred_levels, gt_levels))
+    return {name: value[0] for name, value in unpack(values).items()}
 
 
-def _official_threshold_curves(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
+def official_threshold_curves(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
     """Direct transcription of the official evaluator's per-threshold loop (Sen, Spe, Dice, IoU)."""
     gt = gt > 128
     pred = pred / 255
@@ -132,15 +151,7 @@ def real_frames(shared_data) -> list[tuple[str, np.ndarray, np.ndarray]]:
 @pytest.fixture(scope="module")
 def pysod_results(real_frames) -> tuple[list[dict], dict[str, float]]:
     """PySODMetrics per frame, and its means over all frames (one run of each metric class)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Fmeasure announces its successor
-        metrics = {
-            "Smeasure": py_sod_metrics.Smeasure(),
-            "wFmeasure": py_sod_metrics.WeightedFmeasure(),
-            "Em": py_sod_metrics.Emeasure(),
-            "Fm": py_sod_metrics.Fmeasure(),
-            "MAE": py_sod_metrics.MAE(),
-        }
+    metrics = pysod_metrics()
     for _, pred, gt in real_frames:
         for metric in metrics.values():
             metric.step(pred=pred, gt=gt)
@@ -174,9 +185,10 @@ def pysod_results(real_frames) -> tuple[list[dict], dict[str, float]]:
     return per_frame, aggregated
 
 
-def test_suite_matches_pysodmetrics_per_frame(real_frames, pysod_results):
+@pytest.mark.parametrize("path", ["probability", "uint8"])
+def test_suite_matches_pysodmetrics_per_frame(real_frames, pysod_results, path):
     for (name, pred, gt), expected in zip(real_frames, pysod_results[0], strict=True):
-        ours = _ours(pred, gt)
+        ours = _ours(pred, gt, path)
         for metric, value in expected.items():
             difference = np.abs(ours[metric].numpy() - np.asarray(value)).max()
             assert difference <= TOLERANCE, f"{name} {metric}: |difference| {difference:.3g}"
@@ -195,10 +207,19 @@ def test_suite_matches_pysodmetrics_aggregated(real_frames, pysod_results):
 def test_threshold_curves_match_official_loop(real_frames):
     # The loop costs about 0.1 s per frame, so a subset of the perturbations.
     for name, pred, gt in real_frames[::4]:
-        expected = _official_threshold_curves(pred, gt)
-        ours = _ours(pred, gt)
-        for metric, curve in expected.items():
-            np.testing.assert_array_equal(ours[metric].numpy(), curve, err_msg=f"{name} {metric}")
+        expected = official_threshold_curves(pred, gt)
+        for path in ("probability", "uint8"):
+            ours = _ours(pred, gt, path)
+            for metric, curve in expected.items():
+                np.testing.assert_array_equal(ours[metric].numpy(), curve, err_msg=f"{name} {path} {metric}")
+
+
+def test_uint8_path_matches_probability_path(real_frames):
+    preds = torch.from_numpy(np.stack([pred for _, pred, gt in real_frames if gt.shape == (352, 352)]))
+    gts = torch.from_numpy(np.stack([gt for _, pred, gt in real_frames if gt.shape == (352, 352)]))
+    histogram_rows = uint8_frame_values(preds, gts)
+    pixel_rows = frame_values(*prepare_uint8_frames(preds, gts))
+    torch.testing.assert_close(histogram_rows, pixel_rows, atol=1e-12, rtol=0, equal_nan=True)
 
 
 def test_linspace_counts_match_sorted_search():
@@ -226,19 +247,15 @@ def test_distance_backends_match_scipy(shared_data):
     for mask in masks:
         gt = mask > 128
         expected = distance_transform_edt(~gt)
-        np.testing.assert_array_equal(_distance_cpu(gt), expected)
+        np.testing.assert_array_equal(distance_to_foreground(torch.from_numpy(gt)[None])[0].numpy(), expected)
     # The brute-force search (used on GPUs) on a crop, to keep the test fast.
     gt = masks[2] > 128
     rows, cols = np.nonzero(gt)
     top, left = max(rows.min() - 20, 0), max(cols.min() - 20, 0)
-    crop = gt[top : top + 90, left : left + 120]
+    crop = torch.from_numpy(gt[top : top + 90, left : left + 120].copy())[None]
     assert crop.any() and not crop.all()
-    brute = _distance_brute_force(torch.from_numpy(crop)[None])[0].numpy()
-    expected = distance_transform_edt(~crop)
-    # Squared distances are integers and must match exactly; torch's CPU square root may differ
-    # from numpy's in the last bit.
-    np.testing.assert_array_equal(np.rint(brute**2), np.rint(expected**2))
-    np.testing.assert_allclose(brute, expected, rtol=1e-15, atol=0)
+    brute = _squared_distance_brute_force(crop)
+    torch.testing.assert_close(brute, squared_distance_to_foreground(crop), rtol=0, atol=0)
 
 
 def test_nearest_foreground_follows_scipy_ties():
@@ -286,6 +303,8 @@ def test_edge_cases_match_pysodmetrics(case):
     ours = _ours(pred, gt)
     for metric, value in expected.items():
         np.testing.assert_allclose(ours[metric].numpy(), value, atol=TOLERANCE, err_msg=f"{case} {metric}")
+        histogram = _ours(pred, gt, "uint8")[metric].numpy()
+        np.testing.assert_allclose(histogram, value, atol=TOLERANCE, err_msg=f"{case} uint8 {metric}")
 
 
 def test_edge_case_values_by_hand():
@@ -316,6 +335,7 @@ def test_one_pixel_foreground_scores_zero_smeasure():
     pred = cv2.GaussianBlur(gt, (0, 0), 2)
     ours = _ours(pred, gt)
     assert ours["Smeasure"].item() == 0.0
+    assert _ours(pred, gt, "uint8")["Smeasure"].item() == 0.0
     expected = _pysod_frame(pred, gt)
     for metric in ("wFmeasure", "MAE", "adpEm", "Em", "adpFm", "Fm"):
         np.testing.assert_allclose(ours[metric].numpy(), expected[metric], atol=TOLERANCE, err_msg=metric)

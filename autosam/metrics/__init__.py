@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from autosam.metrics.clinical import CLINICAL_FIELDS, binarize, clinical_values
 from autosam.metrics.handlers import SunSegMetricHandler
+from autosam.metrics.levels import uint8_frame_values
 from autosam.metrics.protocol import DICE_THRESHOLDS, prepare_frames, prepare_uint8_frames
 from autosam.metrics.structure import structure_measure
 from autosam.metrics.suite import SUNSEG_METRIC_NAMES, frame_values, summarize, summarize_cases, unpack
@@ -33,6 +34,7 @@ __all__ = [
     "prepare_frames",
     "prepare_uint8_frames",
     "frame_values",
+    "uint8_frame_values",
     "summarize",
     "summarize_cases",
     "unpack",

@@ -20,6 +20,7 @@ from autosam.metrics.protocol import DICE_THRESHOLDS, EPS, NUM_THRESHOLDS, adapt
 
 __all__ = [
     "ThresholdCounts",
+    "threshold_counts",
     "uint8_level_counts",
     "linspace_counts",
     "adaptive_counts",
@@ -48,53 +49,67 @@ class ThresholdCounts:
         self.size = size
 
 
-def _first_passed_counts(first_index: torch.Tensor, gt: torch.Tensor) -> ThresholdCounts:
-    """Turn per-pixel first-passed threshold indices (0..T, T = never) into cumulative counts."""
+def _histogram_base(gt: torch.Tensor) -> torch.Tensor:
+    """Per-pixel offset of its frame and ground-truth class in a B x 2 x (T + 1) histogram."""
     batch = gt.shape[0]
     bins = NUM_THRESHOLDS + 1
     frame_offset = torch.arange(batch, device=gt.device).view(-1, 1, 1) * (2 * bins)
-    flat = (frame_offset + gt.long() * bins + first_index).reshape(-1)
-    histogram = torch.bincount(flat, minlength=batch * 2 * bins).view(batch, 2, bins)
+    return frame_offset + gt.long() * bins
+
+
+def _cumulative_counts(flat_index: torch.Tensor, gt_fg: torch.Tensor, size: int) -> ThresholdCounts:
+    """Histogram the first-passed threshold index of every pixel (T = never) and accumulate it."""
+    batch = gt_fg.shape[0]
+    bins = NUM_THRESHOLDS + 1
+    histogram = torch.bincount(flat_index.reshape(-1), minlength=batch * 2 * bins).view(batch, 2, bins)
     cumulative = histogram[..., :NUM_THRESHOLDS].cumsum(dim=-1).to(torch.float64)  # B x 2 x T
+    return ThresholdCounts(tp=cumulative[:, 1], fp=cumulative[:, 0], gt_fg=gt_fg, size=size)
+
+
+def _ascending_thresholds(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the 256 float64 thresholds in ascending order a_k, and a_(k+1) (+inf past the end)."""
+    ascending = torch.as_tensor(DICE_THRESHOLDS[::-1].copy(), dtype=torch.float64, device=device)
+    following = torch.cat([ascending[1:], torch.full((1,), float("inf"), dtype=torch.float64, device=device)])
+    return ascending, following
+
+
+def threshold_counts(pred: torch.Tensor, gt: torch.Tensor) -> tuple[ThresholdCounts, ThresholdCounts]:
+    """Counts of both threshold families: 8-bit levels, then numpy.linspace(1, 0, 256).
+
+    8-bit levels count `uint8(pred * 255) >= k` for k = 255 ... 0 (index i is k = 255 - i). The
+    float64 thresholds count `pred >= t` for t = linspace(1, 0, 256). Their ascending values a_k
+    equal k / 255 up to rounding, so with m = uint8(pred * 255) every a_k with k < m lies at or
+    below the pixel and every a_k with k > m + 1 above it. Comparing with the exact a_m and
+    a_(m+1) gives the number of thresholds at or below the pixel, as a sorted search would.
+
+    Args:
+        pred: B x H x W float64 in [0, 1].
+        gt: B x H x W bool.
+    """
+    batch = gt.shape[0]
     gt_fg = gt.reshape(batch, -1).sum(dim=1).to(torch.float64)
-    return ThresholdCounts(tp=cumulative[:, 1], fp=cumulative[:, 0], gt_fg=gt_fg, size=gt[0].numel())
+    size = gt[0].numel()
+    # The float to integer cast truncates like numpy's astype(np.uint8).
+    levels = (pred * 255).to(torch.int64)
+    base = _histogram_base(gt) + (NUM_THRESHOLDS - 1)
+    level_counts = _cumulative_counts(base - levels, gt_fg, size)
+
+    ascending, following = _ascending_thresholds(pred.device)
+    passed = levels + (torch.take(ascending, levels) <= pred)
+    passed += torch.take(following, levels) <= pred
+    # First passed index 256 - passed, with the 255 already folded into `base`.
+    linspace = _cumulative_counts(base - passed + 1, gt_fg, size)
+    return level_counts, linspace
 
 
 def uint8_level_counts(pred: torch.Tensor, gt: torch.Tensor) -> ThresholdCounts:
-    """Count `uint8(pred * 255) >= k` for k = 255 ... 0 (index i is k = 255 - i).
-
-    Args:
-        pred: B x H x W float64 in [0, 1].
-        gt: B x H x W bool.
-    """
-    # The float to integer cast truncates like numpy's astype(np.uint8).
-    levels = (pred * 255).to(torch.int64)
-    return _first_passed_counts(255 - levels, gt)
-
-
-def _ascending_thresholds(device: torch.device) -> torch.Tensor:
-    """Return the 256 float64 thresholds in ascending order, followed by a +inf sentinel."""
-    ascending = torch.as_tensor(DICE_THRESHOLDS[::-1].copy(), dtype=torch.float64, device=device)
-    return torch.cat([ascending, torch.full((1,), float("inf"), dtype=torch.float64, device=device)])
+    """Count `uint8(pred * 255) >= k` for k = 255 ... 0 (index i is k = 255 - i)."""
+    return threshold_counts(pred, gt)[0]
 
 
 def linspace_counts(pred: torch.Tensor, gt: torch.Tensor) -> ThresholdCounts:
-    """Count `pred >= t` for t in numpy.linspace(1, 0, 256), compared in float64.
-
-    The ascending thresholds a_k equal k / 255 up to rounding, so with m = floor(pred * 255) every
-    a_k with k < m lies at or below the pixel and every a_k with k > m + 1 above it. Comparing
-    with the exact a_m and a_(m+1) gives the number of thresholds at or below the pixel, as a
-    sorted search would, in a few elementwise passes.
-
-    Args:
-        pred: B x H x W float64 in [0, 1].
-        gt: B x H x W bool.
-    """
-    ascending = _ascending_thresholds(pred.device)
-    level = torch.floor(pred * 255).to(torch.int64).clamp(0, NUM_THRESHOLDS - 1)
-    passed = level + (torch.take(ascending, level) <= pred).to(torch.int64)
-    passed += torch.take(ascending, level + 1) <= pred
-    return _first_passed_counts(NUM_THRESHOLDS - passed, gt)
+    """Count `pred >= t` for t in numpy.linspace(1, 0, 256), compared in float64."""
+    return threshold_counts(pred, gt)[1]
 
 
 def adaptive_counts(pred: torch.Tensor, gt: torch.Tensor) -> ThresholdCounts:
@@ -111,9 +126,9 @@ def binary_counts(binary: torch.Tensor, gt: torch.Tensor) -> ThresholdCounts:
     """
     batch = gt.shape[0]
     tp = (binary & gt).reshape(batch, -1).sum(dim=1).to(torch.float64)
-    fp = (binary & ~gt).reshape(batch, -1).sum(dim=1).to(torch.float64)
+    predicted = binary.reshape(batch, -1).sum(dim=1).to(torch.float64)
     gt_fg = gt.reshape(batch, -1).sum(dim=1).to(torch.float64)
-    return ThresholdCounts(tp=tp[:, None], fp=fp[:, None], gt_fg=gt_fg, size=gt[0].numel())
+    return ThresholdCounts(tp=tp[:, None], fp=(predicted - tp)[:, None], gt_fg=gt_fg, size=gt[0].numel())
 
 
 def fmeasure_from_counts(counts: ThresholdCounts, beta2: float = 0.3) -> dict[str, torch.Tensor]:

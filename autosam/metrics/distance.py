@@ -21,7 +21,12 @@ from scipy.ndimage import distance_transform_edt
 
 cv2, HAS_CV2 = optional_import("cv2")
 
-__all__ = ["distance_to_foreground", "nearest_foreground_offsets", "WINDOW_OFFSETS"]
+__all__ = [
+    "distance_to_foreground",
+    "squared_distance_to_foreground",
+    "nearest_foreground_offsets",
+    "WINDOW_OFFSETS",
+]
 
 # float32 square roots of integer squares below 2**22 round back to the exact integer.
 _CV2_EXACT_LIMIT = 2**22
@@ -46,18 +51,22 @@ def _sorted_window_offsets(radius: int = _WINDOW_RADIUS) -> torch.Tensor:
 WINDOW_OFFSETS = _sorted_window_offsets()
 
 
-def _distance_cpu(gt: np.ndarray) -> np.ndarray:
-    """Distance of each pixel of 2-D bool `gt` to its nearest foreground pixel (float64)."""
+def _squared_distance_cpu(gt: np.ndarray) -> np.ndarray:
+    """Squared distance (int64) of each pixel of 2-D bool `gt` to its nearest foreground pixel."""
     height, width = gt.shape
     max_square = (height - 1) ** 2 + (width - 1) ** 2
     if HAS_CV2 and max_square < _CV2_EXACT_LIMIT:
         approx = cv2.distanceTransform((~gt).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        return np.sqrt(np.rint(approx.astype(np.float64) ** 2))
-    return distance_transform_edt(~gt)
+        squared = approx.astype(np.float64)
+    else:
+        squared = distance_transform_edt(~gt)
+    squared *= squared
+    return np.rint(squared, out=squared).astype(np.int64)
 
 
-def _distance_brute_force(gt: torch.Tensor, max_elements: int = 2**26) -> torch.Tensor:
-    """Exact distances for B x H x W bool `gt` on any device: a column pass, then a row search."""
+def _squared_distance_brute_force(gt: torch.Tensor, max_elements: int = 2**26) -> torch.Tensor:
+    """Exact squared distances (int64) for B x H x W bool `gt` on any device: a column pass, then a
+    row search."""
     batch, height, width = gt.shape
     far = float(4 * (height + width) ** 2)
 
@@ -78,24 +87,34 @@ def _distance_brute_force(gt: torch.Tensor, max_elements: int = 2**26) -> torch.
         block = vertical[:, start : start + rows_per_chunk]  # B x h x W(k)
         candidates = block[:, :, None, :] + horizontal[None, None]  # B x h x W(j) x W(k)
         squared[:, start : start + rows_per_chunk] = candidates.amin(dim=-1)
-    return torch.sqrt(squared)
+    return squared.to(torch.int64)
 
 
-def distance_to_foreground(gt: torch.Tensor) -> torch.Tensor:
-    """Euclidean distance (float64, B x H x W) from each pixel to the nearest foreground pixel.
+def squared_distance_to_foreground(gt: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distance (int64, B x H x W) from each pixel to the nearest foreground pixel.
 
-    Frames without foreground get +inf everywhere; the weighted F-measure never reads them.
+    Frames without foreground have no distance and get 0 everywhere.
 
     Args:
         gt: B x H x W bool ground truth.
     """
     if gt.device.type != "cpu":
-        distance = _distance_brute_force(gt)
-    else:
-        frames = gt.numpy()
-        distance = torch.from_numpy(np.stack([_distance_cpu(frame) for frame in frames]))
-    empty = ~gt.reshape(gt.shape[0], -1).any(dim=1)
-    return torch.where(empty.view(-1, 1, 1), torch.full_like(distance, float("inf")), distance)
+        squared = _squared_distance_brute_force(gt)
+        empty = ~gt.reshape(gt.shape[0], -1).any(dim=1)
+        return torch.where(empty.view(-1, 1, 1), torch.zeros_like(squared), squared)
+    frames = [
+        _squared_distance_cpu(frame) if frame.any() else np.zeros(frame.shape, np.int64)
+        for frame in gt.numpy()
+    ]
+    return torch.from_numpy(np.stack(frames))
+
+
+def distance_to_foreground(gt: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance (float64, B x H x W) from each pixel to the nearest foreground pixel, the
+    correctly rounded square root of the squared distance as `scipy.ndimage.distance_transform_edt`
+    returns it (0 in frames without foreground)."""
+    squared = squared_distance_to_foreground(gt)
+    return torch.from_numpy(np.sqrt(squared.cpu().numpy().astype(np.float64))).to(gt.device)
 
 
 def nearest_foreground_offsets(gt: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
@@ -115,6 +134,6 @@ def nearest_foreground_offsets(gt: torch.Tensor, pixels: torch.Tensor) -> torch.
     rows = pixels[:, 1:2] + _WINDOW_RADIUS + offsets[None, :, 0]  # N x K
     cols = pixels[:, 2:3] + _WINDOW_RADIUS + offsets[None, :, 1]
     flat_index = (pixels[:, 0:1] * padded.shape[1] + rows) * padded_width + cols
-    is_foreground = torch.take(padded, flat_index)  # N x K, in tie-rule order
+    is_foreground = padded.reshape(-1).index_select(0, flat_index.reshape(-1)).view(flat_index.shape)  # N x K
     first = is_foreground.to(torch.uint8).argmax(dim=1)
     return offsets[first]

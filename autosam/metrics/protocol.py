@@ -45,19 +45,21 @@ def _as_frames(tensor: torch.Tensor, name: str) -> torch.Tensor:
     raise ValueError(f"{name} must be B x 1 x H x W, B x H x W or H x W, got shape {tuple(tensor.shape)}")
 
 
-def minmax_stretch(pred: torch.Tensor) -> torch.Tensor:
+def minmax_stretch(
+    pred: torch.Tensor, low: torch.Tensor | None = None, high: torch.Tensor | None = None
+) -> torch.Tensor:
     """Stretch each frame of B x H x W float64 `pred` to [0, 1], leaving constant frames unchanged.
 
     The operations are the official `(pred - min) / (max - min)` in float64, so the results are
-    bit-identical to numpy's.
+    bit-identical to numpy's. A constant frame is divided by 1 after subtracting 0, which returns
+    it unchanged. `low` and `high` (B) are the per-frame minimum and maximum if already known.
     """
-    flat = pred.reshape(pred.shape[0], -1)
-    low = flat.amin(dim=1).view(-1, 1, 1)
-    high = flat.amax(dim=1).view(-1, 1, 1)
+    if low is None or high is None:
+        low, high = torch.aminmax(pred.reshape(pred.shape[0], -1), dim=1)
     constant = high == low
-    scale = torch.where(constant, torch.ones_like(high), high - low)
-    stretched = (pred - low) / scale
-    return torch.where(constant, pred, stretched)
+    offset = torch.where(constant, torch.zeros_like(low), low).view(-1, 1, 1)
+    scale = torch.where(constant, torch.ones_like(high), high - low).view(-1, 1, 1)
+    return (pred - offset) / scale
 
 
 def prepare_frames(
@@ -69,7 +71,7 @@ def prepare_frames(
         y_pred: probabilities in [0, 1], B x 1 x H x W (or B x H x W, H x W).
         y: ground truth of the same size; `y > label_threshold` is the foreground.
         minmax: stretch each prediction frame to [0, 1] as the official evaluator does.
-        label_threshold: ground-truth values above it are foreground (0.5 for {0, 1} labels).
+        label_threshold: ground-truth values above it are foreground.
 
     Returns:
         (pred, gt): B x H x W float64 in [0, 1] and B x H x W bool.
@@ -81,13 +83,17 @@ def prepare_frames(
             f"y_pred is {tuple(pred.shape)} but y is {tuple(gt.shape)}; resize the prediction to the "
             "ground truth's size (bilinear) before scoring"
         )
-    if pred.numel() and (torch.isnan(pred).any() or pred.amin() < 0 or pred.amax() > 1):
+    if pred.numel() == 0:
+        raise ValueError("y_pred is empty; there is no pixel to score")
+    # min and max propagate NaN, so one pass checks the range and finds the stretch bounds.
+    low, high = torch.aminmax(pred.reshape(pred.shape[0], -1), dim=1)
+    if bool(torch.isnan(low).any() | torch.isnan(high).any() | (low < 0).any() | (high > 1).any()):
         raise ValueError(
             "y_pred must hold probabilities in [0, 1] without NaN; apply a sigmoid to logits first "
-            f"(got min {pred.amin().item():.4g}, max {pred.amax().item():.4g})"
+            f"(got min {low.min().item():.4g}, max {high.max().item():.4g})"
         )
     if minmax:
-        pred = minmax_stretch(pred)
+        pred = minmax_stretch(pred, low, high)
     return pred, gt
 
 
@@ -100,8 +106,14 @@ def prepare_uint8_frames(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Te
     """
     if pred.dtype != torch.uint8 or gt.dtype != torch.uint8:
         raise TypeError(f"expected uint8 frames, got prediction {pred.dtype} and ground truth {gt.dtype}")
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction is {tuple(pred.shape)} but ground truth is {tuple(gt.shape)}")
+    pred = _as_frames(pred, "pred")
+    low, high = torch.aminmax(pred.reshape(pred.shape[0], -1), dim=1)
     probabilities = pred.to(torch.float64) / 255
-    return prepare_frames(probabilities, gt, minmax=True, label_threshold=128)
+    return minmax_stretch(
+        probabilities, low.to(torch.float64) / 255, high.to(torch.float64) / 255
+    ), _as_frames(gt, "gt") > 128
 
 
 def adaptive_threshold(pred: torch.Tensor) -> torch.Tensor:

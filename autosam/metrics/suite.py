@@ -13,12 +13,12 @@ import numpy as np
 import torch
 
 from autosam.metrics.curves import (
+    ThresholdCounts,
     adaptive_counts,
     adaptive_fmeasure,
     emeasure_from_counts,
     fmeasure_from_counts,
-    linspace_counts,
-    uint8_level_counts,
+    threshold_counts,
     vps_curves_from_counts,
 )
 from autosam.metrics.protocol import NUM_THRESHOLDS
@@ -30,6 +30,7 @@ __all__ = [
     "SCALAR_FIELDS",
     "CURVE_FIELDS",
     "frame_values",
+    "pack",
     "unpack",
     "summarize",
     "summarize_cases",
@@ -63,33 +64,22 @@ SUNSEG_METRIC_NAMES: tuple[str, ...] = (
 )
 
 
-def frame_values(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """Score prepared frames with the whole suite: B x (5 + 8 * 256) float64.
-
-    Args:
-        pred: B x H x W float64 in [0, 1] (see `autosam.metrics.protocol.prepare_frames`).
-        gt: B x H x W bool.
-    """
-    level_counts = uint8_level_counts(pred, gt)
+def pack(
+    smeasure: torch.Tensor,
+    wfmeasure: torch.Tensor,
+    mae: torch.Tensor,
+    adaptive: ThresholdCounts,
+    level_counts: ThresholdCounts,
+    linspace: ThresholdCounts,
+) -> torch.Tensor:
+    """Pack per-frame scalars and the counts of both threshold families into B x F rows."""
     fmeasure = fmeasure_from_counts(level_counts)
-    emeasure = emeasure_from_counts(level_counts)
-    vps = vps_curves_from_counts(linspace_counts(pred, gt))
-
-    adaptive = adaptive_counts(pred, gt)
-    mae = (pred - gt.to(torch.float64)).abs().reshape(pred.shape[0], -1).mean(dim=1)
-
+    vps = vps_curves_from_counts(linspace)
     scalars = torch.stack(
-        [
-            structure_measure(pred, gt),
-            weighted_fmeasure(pred, gt),
-            mae,
-            emeasure_from_counts(adaptive)[:, 0],
-            adaptive_fmeasure(adaptive),
-        ],
-        dim=1,
+        [smeasure, wfmeasure, mae, emeasure_from_counts(adaptive)[:, 0], adaptive_fmeasure(adaptive)], dim=1
     )
     curves = [
-        emeasure,
+        emeasure_from_counts(level_counts),
         fmeasure["fmeasure"],
         fmeasure["precision"],
         fmeasure["recall"],
@@ -99,6 +89,26 @@ def frame_values(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         vps["IoU"],
     ]
     return torch.cat([scalars, *curves], dim=1)
+
+
+def frame_values(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Score prepared frames with the whole suite: B x (5 + 8 * 256) float64.
+
+    Args:
+        pred: B x H x W float64 in [0, 1] (see `autosam.metrics.protocol.prepare_frames`).
+        gt: B x H x W bool.
+    """
+    level_counts, linspace = threshold_counts(pred, gt)
+    gt_float = gt.to(torch.float64)
+    error = (pred - gt_float).abs()
+    return pack(
+        structure_measure(pred, gt, gt_float=gt_float),
+        weighted_fmeasure(pred, gt, error=error, gt_float=gt_float),
+        error.flatten(1).mean(dim=1),
+        adaptive_counts(pred, gt),
+        level_counts,
+        linspace,
+    )
 
 
 def unpack(values: torch.Tensor) -> dict[str, torch.Tensor]:

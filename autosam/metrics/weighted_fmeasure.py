@@ -14,10 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from autosam.metrics.distance import distance_to_foreground, nearest_foreground_offsets
+from autosam.metrics.distance import nearest_foreground_offsets, squared_distance_to_foreground
 from autosam.metrics.protocol import EPS
 
-__all__ = ["weighted_fmeasure", "matlab_gaussian_kernel"]
+__all__ = ["weighted_fmeasure", "weighted_fmeasure_from_error", "matlab_gaussian_kernel"]
 
 
 def matlab_gaussian_kernel(size: int = 7, sigma: float = 5.0) -> np.ndarray:
@@ -30,6 +30,24 @@ def matlab_gaussian_kernel(size: int = 7, sigma: float = 5.0) -> np.ndarray:
     if total != 0:
         kernel /= total
     return kernel
+
+
+_DECAY_TABLES: dict[torch.device, torch.Tensor] = {}
+
+
+def _decay(squared_distance: torch.Tensor) -> torch.Tensor:
+    """exp(ln(0.5) / 5 * distance) of each integer squared distance, by lookup in a cached table.
+
+    The distance is numpy's correctly rounded square root, as the official code uses it.
+    """
+    needed = int(squared_distance.max()) + 1
+    table = _DECAY_TABLES.get(squared_distance.device)
+    if table is None or table.numel() < needed:
+        size = 1 << max(needed - 1, 1).bit_length()
+        distance = torch.from_numpy(np.sqrt(np.arange(size, dtype=np.float64))).to(squared_distance.device)
+        table = torch.exp(math.log(0.5) / 5 * distance)
+        _DECAY_TABLES[squared_distance.device] = table
+    return table.index_select(0, squared_distance.reshape(-1)).view(squared_distance.shape)
 
 
 _KERNEL = matlab_gaussian_kernel()
@@ -60,58 +78,114 @@ def _smooth(values: torch.Tensor) -> torch.Tensor:
     _, height, width = values.shape
     radius = _KERNEL_RADIUS
     padded = F.pad(values, (radius, radius, radius, radius))
-    rows = torch.zeros_like(padded[:, :, :width])
-    for shift, weight in enumerate(_KERNEL_1D):
-        rows += weight * padded[:, :, shift : shift + width]
-    smoothed = torch.zeros_like(values)
-    for shift, weight in enumerate(_KERNEL_1D):
-        smoothed += weight * rows[:, shift : shift + height]
+    rows = padded[:, :, :width] * _KERNEL_1D[0]
+    for shift in range(1, 2 * radius + 1):
+        rows.add_(padded[:, :, shift : shift + width], alpha=_KERNEL_1D[shift])
+    smoothed = rows[:, :height] * _KERNEL_1D[0]
+    for shift in range(1, 2 * radius + 1):
+        smoothed.add_(rows[:, shift : shift + height], alpha=_KERNEL_1D[shift])
     return smoothed
 
 
-def _dependent_error(error: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """Error map with each background pixel near the foreground set to its nearest foreground error.
+def _fill_band(spread: torch.Tensor, error: torch.Tensor, gt: torch.Tensor) -> None:
+    """Set, in place, each background pixel of `spread` near the foreground to its nearest foreground error.
 
     Only background pixels inside the filter's reach of the foreground are filled; the smoothed
-    error is read at foreground pixels only, so the rest never matters and stays 0.
+    error is read at foreground pixels only, so the rest never matters.
     """
     _, height, width = gt.shape
     band = (_dilate(gt, _KERNEL_RADIUS) & ~gt).nonzero()  # N x 3 (frame, row, col)
-    spread = torch.where(gt, error, torch.zeros_like(error))
     if band.shape[0] == 0:
-        return spread
+        return
     offsets = nearest_foreground_offsets(gt, band)
     target = (band[:, 0] * height + band[:, 1]) * width + band[:, 2]
     source = target + offsets[:, 0] * width + offsets[:, 1]
     spread.view(-1)[target] = torch.take(error, source)
-    return spread
 
 
-def weighted_fmeasure(pred: torch.Tensor, gt: torch.Tensor, beta2: float = 1.0) -> torch.Tensor:
+def _foreground_rows_cols(gt: torch.Tensor, margin: int) -> tuple[slice, slice]:
+    """Rows and columns spanned by the foreground of any frame, widened by `margin` pixels."""
+    _, height, width = gt.shape
+    rows = (gt.sum(dim=(0, 2)) > 0).nonzero()[:, 0]
+    cols = (gt.sum(dim=(0, 1)) > 0).nonzero()[:, 0]
+    if rows.numel() == 0:
+        return slice(0, 0), slice(0, 0)
+    top = max(int(rows[0]) - margin, 0)
+    bottom = min(int(rows[-1]) + margin + 1, height)
+    left = max(int(cols[0]) - margin, 0)
+    right = min(int(cols[-1]) + margin + 1, width)
+    return slice(top, bottom), slice(left, right)
+
+
+def weighted_fmeasure(
+    pred: torch.Tensor,
+    gt: torch.Tensor,
+    beta2: float = 1.0,
+    *,
+    error: torch.Tensor | None = None,
+    gt_float: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Weighted F-measure per frame (B) of B x H x W float64 `pred` in [0, 1] and bool `gt`.
 
     Args:
         pred: prepared prediction (see `autosam.metrics.protocol.prepare_frames`).
         gt: ground-truth foreground.
         beta2: weight of precision against recall (beta^2).
+        error: |pred - gt| when the caller has it already (B x H x W float64).
+        gt_float: `gt` as float64 when the caller has it already.
     """
-    batch = gt.shape[0]
-    gt_float = gt.to(torch.float64)
-    error = (pred - gt_float).abs()
+    if gt_float is None:
+        gt_float = gt.to(torch.float64)
+    if error is None:
+        error = (pred - gt_float).abs()
+    fg_error_map = error * gt_float
+    return weighted_fmeasure_from_error(
+        error,
+        fg_error_map,
+        gt,
+        fg_count=gt_float.flatten(1).sum(dim=1),
+        fg_error_sum=fg_error_map.flatten(1).sum(dim=1),
+        error_sum=error.flatten(1).sum(dim=1),
+        beta2=beta2,
+    )
 
-    # Pixel dependency: smooth the nearest-foreground error, keep the smaller error on the foreground.
-    smoothed = _smooth(_dependent_error(error, gt))
-    min_error = torch.where(gt & (smoothed < error), smoothed, error)
 
-    # Pixel importance: background errors grow towards 2 with the distance to the foreground.
-    distance = distance_to_foreground(gt).to(pred.device)
-    importance = torch.where(gt, torch.ones_like(error), 2 - torch.exp(math.log(0.5) / 5 * distance))
-    weighted = (min_error * importance).reshape(batch, -1)
+def weighted_fmeasure_from_error(
+    error: torch.Tensor,
+    fg_error_map: torch.Tensor,
+    gt: torch.Tensor,
+    *,
+    fg_count: torch.Tensor,
+    fg_error_sum: torch.Tensor,
+    error_sum: torch.Tensor,
+    beta2: float = 1.0,
+) -> torch.Tensor:
+    """Weighted F-measure per frame (B) from the error map and its sums.
 
-    fg = gt.reshape(batch, -1)
-    fg_count = fg.sum(dim=1).to(torch.float64)
-    fg_error = torch.where(fg, weighted, torch.zeros_like(weighted)).sum(dim=1)
-    bg_error = torch.where(fg, torch.zeros_like(weighted), weighted).sum(dim=1)
+    Args:
+        error: B x H x W float64 |pred - gt|.
+        fg_error_map: the error on the foreground, 0 on the background; filled in place.
+        gt: B x H x W bool ground truth.
+        fg_count: B foreground pixels.
+        fg_error_sum: B sum of the error over the foreground.
+        error_sum: B sum of the error over the frame.
+        beta2: weight of precision against recall (beta^2).
+    """
+    # Pixel dependency: smooth the nearest-foreground error, keep the smaller error on the
+    # foreground. Only the foreground reads the smoothed map, so it is computed around it.
+    _fill_band(fg_error_map, error, gt)
+    rows, cols = _foreground_rows_cols(gt, _KERNEL_RADIUS)
+    smoothed = _smooth(fg_error_map[:, rows, cols])
+    min_error = torch.where(gt[:, rows, cols], torch.minimum(smoothed, error[:, rows, cols]), 0.0)
+    fg_error = min_error.flatten(1).sum(dim=1)
+
+    # Pixel importance: background errors weigh 2 - exp(ln(0.5) / 5 * distance). Foreground pixels
+    # have distance 0 and exp(0) = 1, so background sums are full sums minus the foreground's.
+    decay = _decay(squared_distance_to_foreground(gt).to(error.device))
+    bg_plain_error = error_sum - fg_error_sum
+    bg_decayed_error = (error * decay).flatten(1).sum(dim=1) - fg_error_sum
+    bg_error = (2 * bg_plain_error - bg_decayed_error).clamp(min=0)
+
     true_positive = fg_count - fg_error
     recall = 1 - fg_error / fg_count
     precision = true_positive / (true_positive + bg_error + EPS)
