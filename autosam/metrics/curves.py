@@ -95,8 +95,9 @@ def threshold_counts(pred: torch.Tensor, gt: torch.Tensor) -> tuple[ThresholdCou
     level_counts = _cumulative_counts(base - levels, gt_fg, size)
 
     ascending, following = _ascending_thresholds(pred.device)
-    passed = levels + (torch.take(ascending, levels) <= pred)
-    passed += torch.take(following, levels) <= pred
+    flat_levels = levels.reshape(-1)
+    passed = levels + (ascending.index_select(0, flat_levels).view(levels.shape) <= pred)
+    passed += following.index_select(0, flat_levels).view(levels.shape) <= pred
     # First passed index 256 - passed, with the 255 already folded into `base`.
     linspace = _cumulative_counts(base - passed + 1, gt_fg, size)
     return level_counts, linspace

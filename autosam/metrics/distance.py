@@ -130,10 +130,12 @@ def nearest_foreground_offsets(gt: torch.Tensor, pixels: torch.Tensor) -> torch.
     """
     offsets = WINDOW_OFFSETS.to(gt.device)  # K x 2
     padded = torch.nn.functional.pad(gt, (_WINDOW_RADIUS,) * 4)
-    padded_width = padded.shape[2]
-    rows = pixels[:, 1:2] + _WINDOW_RADIUS + offsets[None, :, 0]  # N x K
-    cols = pixels[:, 2:3] + _WINDOW_RADIUS + offsets[None, :, 1]
-    flat_index = (pixels[:, 0:1] * padded.shape[1] + rows) * padded_width + cols
-    is_foreground = padded.reshape(-1).index_select(0, flat_index.reshape(-1)).view(flat_index.shape)  # N x K
-    first = is_foreground.to(torch.uint8).argmax(dim=1)
+    _, padded_height, padded_width = padded.shape
+    # Flat index in the padded frames: one per pixel plus one per window offset.
+    pixel_index = (pixels[:, 0] * padded_height + pixels[:, 1] + _WINDOW_RADIUS) * padded_width + pixels[:, 2]
+    offset_index = offsets[:, 0] * padded_width + offsets[:, 1] + _WINDOW_RADIUS
+    flat_index = pixel_index[:, None] + offset_index[None, :]  # N x K
+    is_foreground = padded.reshape(-1).index_select(0, flat_index.reshape(-1)).view(flat_index.shape)
+    # max returns the first maximal index, the first foreground pixel in tie-rule order.
+    first = is_foreground.to(torch.uint8).max(dim=1).indices
     return offsets[first]

@@ -105,12 +105,12 @@ def uint8_frame_values(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     error_sum = (class_histogram * error_table).sum(dim=(1, 2))
 
     # The weighted F-measure needs the error on the pixel grid: look it up by the same index.
-    lookup = error_table[:, None].expand(batch, 4, 2, GREY_LEVELS)
-    error = torch.take(lookup.contiguous(), index)
-    fg_lookup = torch.stack([torch.zeros_like(values), error_table[:, 1]], dim=1)[:, None].expand(
-        batch, 4, 2, GREY_LEVELS
-    )
-    fg_error_map = torch.take(fg_lookup.contiguous(), index)
+    flat_index = index.reshape(-1)
+    lookup = error_table[:, None].expand(batch, 4, 2, GREY_LEVELS).reshape(-1)
+    error = lookup.index_select(0, flat_index).view(batch, height, width)
+    fg_table = torch.stack([torch.zeros_like(values), error_table[:, 1]], dim=1)  # 0 on the background
+    fg_lookup = fg_table[:, None].expand(batch, 4, 2, GREY_LEVELS).reshape(-1)
+    fg_error_map = fg_lookup.index_select(0, flat_index).view(batch, height, width)
     wfmeasure = weighted_fmeasure_from_error(
         error,
         fg_error_map,

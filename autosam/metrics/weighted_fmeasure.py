@@ -33,17 +33,23 @@ def matlab_gaussian_kernel(size: int = 7, sigma: float = 5.0) -> np.ndarray:
 
 
 _DECAY_TABLES: dict[torch.device, torch.Tensor] = {}
+_DECAY_TABLE_LIMIT = 1 << 22
 
 
 def _decay(squared_distance: torch.Tensor) -> torch.Tensor:
-    """exp(ln(0.5) / 5 * distance) of each integer squared distance, by lookup in a cached table.
+    """exp(ln(0.5) / 5 * distance) of each integer squared distance (B x H x W int64).
 
-    The distance is numpy's correctly rounded square root, as the official code uses it.
+    The distance is numpy's correctly rounded square root, as the official code uses it. Frames up
+    to about 1400 x 1400 pixels look the values up in a cached table; larger ones compute them.
     """
-    needed = int(squared_distance.max()) + 1
+    _, height, width = squared_distance.shape
+    needed = (height - 1) ** 2 + (width - 1) ** 2 + 1  # the largest squared distance in the frame, plus 1
+    if needed > _DECAY_TABLE_LIMIT:
+        distance = np.sqrt(squared_distance.cpu().numpy().astype(np.float64))
+        return torch.exp(math.log(0.5) / 5 * torch.from_numpy(distance).to(squared_distance.device))
     table = _DECAY_TABLES.get(squared_distance.device)
     if table is None or table.numel() < needed:
-        size = 1 << max(needed - 1, 1).bit_length()
+        size = 1 << (needed - 1).bit_length()
         distance = torch.from_numpy(np.sqrt(np.arange(size, dtype=np.float64))).to(squared_distance.device)
         table = torch.exp(math.log(0.5) / 5 * distance)
         _DECAY_TABLES[squared_distance.device] = table
@@ -100,7 +106,7 @@ def _fill_band(spread: torch.Tensor, error: torch.Tensor, gt: torch.Tensor) -> N
     offsets = nearest_foreground_offsets(gt, band)
     target = (band[:, 0] * height + band[:, 1]) * width + band[:, 2]
     source = target + offsets[:, 0] * width + offsets[:, 1]
-    spread.view(-1)[target] = torch.take(error, source)
+    spread.view(-1).index_copy_(0, target, error.reshape(-1).index_select(0, source))
 
 
 def _foreground_rows_cols(gt: torch.Tensor, margin: int) -> tuple[slice, slice]:
