@@ -35,6 +35,7 @@ from monai.networks.utils import convert_to_torchscript
 
 __all__ = [
     "DEFAULT_OPSET",
+    "EXTERNAL_DATA_BYTES",
     "export_onnx",
     "export_torchscript",
     "io_names_from_metadata",
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 # torch 2.14's default ONNX opset; the tests run it with onnxruntime 1.32.
 DEFAULT_OPSET = 20
+# Weights above this size go to an external data file: a protobuf file cannot exceed 2 GiB.
+EXTERNAL_DATA_BYTES = 1800 * 1024**2
 
 
 def io_names_from_metadata(meta_file: str | os.PathLike) -> tuple[str, str]:
@@ -78,7 +81,7 @@ def export_onnx(
     filepath: str | os.PathLike,
     *,
     spatial_size: int,
-    batch_size: int = 1,
+    batch_size: int = 2,
     dynamic_batch: bool = True,
     input_name: str = "image",
     output_name: str = "pred",
@@ -88,19 +91,29 @@ def export_onnx(
 
     Args:
         network: AutoSAMNet or AutoSAMLightNet; it is put in eval mode.
-        filepath: the .onnx file to write. Weights are stored inside it (ONNX's protobuf limit
-            is 2 GiB, which vit_h's SAM with g stays under).
+        filepath: the .onnx file to write. Weights are stored inside it unless they exceed
+            `EXTERNAL_DATA_BYTES` (vit_h: about 2.4 GiB), because a protobuf file is limited to
+            2 GiB; larger weights go to `<filepath>.data` beside it.
         spatial_size: S, the height and width of the exported input.
-        batch_size: batch size of the example input that the exporter records.
+        batch_size: batch size of the example input that the exporter records. It must be at
+            least 2 with `dynamic_batch`, because torch.export treats a size-1 dimension as fixed.
         dynamic_batch: let the exported model accept any batch size.
         input_name: name of the ONNX input, the bundle metadata's input key.
         output_name: name of the ONNX output, the bundle metadata's output key.
         opset_version: ONNX opset to target.
     """
+    if dynamic_batch and batch_size < 2:
+        raise ValueError(
+            f"batch_size={batch_size} cannot export a dynamic batch, because torch.export fixes a size-1 "
+            "dimension; pass batch_size=2 or more, or dynamic_batch=False"
+        )
     filepath = Path(filepath)
     filepath.parent.mkdir(parents=True, exist_ok=True)
     network = network.eval()
     image = _example_image(batch_size, spatial_size)  # B x 3 x S x S
+    # AutoSAMNet's state_dict leaves SAM out, so count the tensors themselves.
+    tensors = [*network.parameters(), *network.buffers()]
+    weight_bytes = sum(tensor.numel() * tensor.element_size() for tensor in tensors)
 
     # The torch.export-based exporter (torch's default since 2.9) is required: the TorchScript-based
     # one has no ONNX translation of the antialiased bilinear resize in SAM's preprocessing.
@@ -115,7 +128,7 @@ def export_onnx(
             opset_version=opset_version,
             dynamo=True,
             dynamic_shapes=dynamic_shapes,
-            external_data=False,
+            external_data=weight_bytes > EXTERNAL_DATA_BYTES,
         )
     logger.info("exported %s to ONNX file '%s' (opset %d)", type(network).__name__, filepath, opset_version)
     return filepath
