@@ -4,7 +4,7 @@ Networks, all with random weights (only the speed is measured):
 - tiny: AutoSAMNet with the tiny SAM (256 px) and a resnet18 g at 256 px, input 256 x 256, as in
   the CPU demo config;
 - vit_b: AutoSAMNet with a vit_b-sized SAM (1024 px) and the HarDNet-85 g at 352 px, input
-  352 x 352, as in the paper's polyp config. The random SAM state dict comes from
+  352 x 352, as in configs/paper_polyp.json. The random SAM state dict comes from
   segment_anything's own vit_b builder and is loaded from a temporary checkpoint file;
 - light: AutoSAMLightNet (HarDNet-85 g + h) at 352 px, the path that skips SAM.
 

@@ -98,6 +98,21 @@ def test_metadata_names_image_and_pred() -> None:
     assert io_names_from_metadata(META_FILE) == ("image", "pred")
 
 
+def test_metadata_with_two_inputs_rejected(tmp_path: Path) -> None:
+    metadata = json.loads(META_FILE.read_text())
+    metadata["network_data_format"]["inputs"]["mask"] = metadata["network_data_format"]["inputs"]["image"]
+    meta_file = tmp_path / "metadata.json"
+    meta_file.write_text(json.dumps(metadata))
+    with pytest.raises(ValueError, match="lists inputs \\['image', 'mask'\\]"):
+        io_names_from_metadata(meta_file)
+
+
+def test_dynamic_batch_needs_example_batch_of_two(tmp_path: Path) -> None:
+    network = torch.nn.Conv2d(3, 1, 1)
+    with pytest.raises(ValueError, match="batch_size=1 cannot export a dynamic batch"):
+        export_onnx(network, tmp_path / "conv.onnx", spatial_size=8, batch_size=1)
+
+
 def test_bundle_onnx_export_matches_pytorch(
     tmp_path: Path, trained_checkpoint: Path, real_frames: torch.Tensor
 ) -> None:
