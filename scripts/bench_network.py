@@ -6,9 +6,12 @@ embeddings are precomputed (random tensors of the right shape), as with the embe
 the timings cover g, SAM's mask decoder and the postprocessing. `--embed` also times SAM's image
 encoder, the cost the embedding cache saves.
 
-Usage: python scripts/bench_network.py [--sam tiny vit_b] [--batch 1 4] [--repeats 3] [--embed]
-Prints a Markdown table of seconds per image after one warm-up run: the best of the repeats and
-their median. The best run is the headline figure, because other processes only ever add time.
+Usage: python scripts/bench_network.py [--sam tiny vit_b] [--batch 1 4] [--repeats 3] [--threads N] [--embed]
+
+Prints a Markdown table of seconds per image, the best of the repeats after one warm-up run: the
+wall-clock time and the CPU time of this process. On a machine shared with other processes the
+wall-clock time grows with the load, while the CPU time of a 1-thread run stays close to the work
+done, which makes `--threads 1` the reproducible setting there.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,14 +38,15 @@ def _random_sam_checkpoint(model_type: str, folder: Path) -> Path:
 
 
 def _time_seconds(step: Callable[[], None], repeats: int) -> tuple[float, float]:
-    # Returns the best and the median of `repeats` timed runs after one warm-up run.
+    # Returns the best wall-clock and the best process CPU time of `repeats` runs after a warm-up run.
     step()
-    times = []
+    wall_times, cpu_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        wall_start, cpu_start = time.perf_counter(), time.process_time()
         step()
-        times.append(time.perf_counter() - start)
-    return min(times), statistics.median(times)
+        wall_times.append(time.perf_counter() - wall_start)
+        cpu_times.append(time.process_time() - cpu_start)
+    return min(wall_times), min(cpu_times)
 
 
 def _bench_net(net: AutoSAMNet, batch: int, size: tuple[int, int], repeats: int) -> list[float]:
@@ -79,9 +82,12 @@ def main() -> None:
     parser.add_argument("--encoder-input-size", type=int, default=352, help="side of g's input frame, pixels")
     parser.add_argument("--image-size", type=int, nargs=2, default=[288, 384], help="input H W, pixels")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per cell after one warm-up")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--embed", action="store_true", help="also time SAM's image encoder (batch 1)")
     args = parser.parse_args()
     size = (args.image_size[0], args.image_size[1])
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()} {platform.processor()}"
@@ -92,7 +98,7 @@ def main() -> None:
     # Other processes distort the timings; the load average shows how busy the machine was.
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     print()
-    print("| SAM | batch | forward s/image, best (median) | forward+backward s/image, best (median) |")
+    print("| SAM | batch | forward s/image: wall, CPU | forward+backward s/image: wall, CPU |")
     print("|---|---|---|---|")
     embedding_times = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -108,18 +114,20 @@ def main() -> None:
                 encoder_input_size=args.encoder_input_size,
             )
             for batch in args.batch:
-                forward, forward_median, step, step_median = _bench_net(net, batch, size, args.repeats)
+                forward_wall, forward_cpu, step_wall, step_cpu = _bench_net(net, batch, size, args.repeats)
                 print(
-                    f"| {model_type} ({net.sam_input_size} px) | {batch} | {forward:.3f} ({forward_median:.3f}) "
-                    f"| {step:.3f} ({step_median:.3f}) |"
+                    f"| {model_type} ({net.sam_input_size} px) | {batch} | {forward_wall:.3f}, {forward_cpu:.3f} "
+                    f"| {step_wall:.3f}, {step_cpu:.3f} |"
                 )
             if args.embed:
                 embedding_times[model_type] = _bench_embedding(net, size, args.repeats)
             del net
 
     print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
-    for model_type, (best, median) in embedding_times.items():
-        print(f"\nSAM image encoder, {model_type}: {best:.3f} ({median:.3f}) s/image (batch 1, no autograd)")
+    for model_type, (wall, cpu) in embedding_times.items():
+        print(
+            f"SAM image encoder, {model_type}: wall {wall:.3f}, CPU {cpu:.3f} s/image (batch 1, no autograd)"
+        )
 
 
 if __name__ == "__main__":
