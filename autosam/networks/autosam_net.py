@@ -81,8 +81,10 @@ class AutoSAMNet(nn.Module):
             self.logit_bias = nn.Parameter(torch.zeros(()))
 
         self._sam_config_id: str | None = None
-        # torch < 2.5 has only the private name of the state-dict post hook.
-        register_post_hook = getattr(self, "register_state_dict_post_hook", None) or self._register_state_dict_hook
+        # Older torch releases have the state-dict post hook only under its private name.
+        register_post_hook = (
+            getattr(self, "register_state_dict_post_hook", None) or self._register_state_dict_hook
+        )
         register_post_hook(_drop_sam_entries)
         self.register_load_state_dict_pre_hook(_keep_current_sam_entries)
 
