@@ -25,12 +25,18 @@ fi
 # shellcheck disable=SC1091
 source "$venv/bin/activate"
 
-# Reinstall only when the requirements, the torch pin or the extras changed.
+# Reinstall only when the requirements or the torch pin changed, or when extras are requested that
+# the last install did not include. An install with the dev extras also serves a plain request, so
+# alternating scripts/demo.sh and scripts/test.sh does not reinstall each time.
 stamp="$venv/.autosam-installed"
-wanted="$(cat "$repo_root/setup.cfg" "$repo_root/pyproject.toml" | sha256sum | cut -c1-16) ${AUTOSAM_TORCH_SPEC} [${extras}]"
-if [[ -f "$stamp" ]] && [[ "$(cat "$stamp")" == "$wanted" ]]; then
-    echo "setup_env: $venv is up to date"
-    exit 0
+requirements="$(cat "$repo_root/setup.cfg" "$repo_root/pyproject.toml" | sha256sum | cut -c1-16) ${AUTOSAM_TORCH_SPEC}"
+wanted="$requirements [${extras}]"
+if [[ -f "$stamp" ]]; then
+    installed="$(cat "$stamp")"
+    if [[ "$installed" == "$wanted" ]] || { [[ -z "$extras" ]] && [[ "$installed" == "$requirements ["* ]]; }; then
+        echo "setup_env: $venv is up to date"
+        exit 0
+    fi
 fi
 
 echo "setup_env: installing ${AUTOSAM_TORCH_SPEC}"
