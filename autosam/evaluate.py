@@ -380,7 +380,7 @@ def evaluate(
     cases: str | None = None,
     drop_first_last: bool | None = None,
     clinical: bool = True,
-    batch_size: int = 16,
+    batch_size: int = 2,
     device: str = "cpu",
 ) -> EvaluationResults:
     """Score predictions against ground truth with the official SUN-SEG protocol.

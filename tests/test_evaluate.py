@@ -86,7 +86,7 @@ def test_outputs_written(sunseg_case, tmp_path):
     assert saved["overall"]["maxDice"] == pytest.approx(results["overall"]["maxDice"], abs=0)
     assert len(saved["curves"]["Dice"]) == 256
     assert saved["protocol"]["num_frames"] == 9
-    # Frames without foreground have no HD95; JSON holds null instead of NaN.
+    # Frames without foreground have no HD95; JSON contains null instead of NaN.
     assert saved["per_frame"]["case1_1"]["case1_1-1_a1_ayy_image2"]["HD95"] is None
     csv_lines = (tmp_path / "out" / "run_per_case.csv").read_text().splitlines()
     assert csv_lines[0].startswith("case,frames,Smeasure,wFmeasure")

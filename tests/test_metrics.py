@@ -253,7 +253,8 @@ def test_distance_backends_match_scipy(shared_data):
     rows, cols = np.nonzero(gt)
     top, left = max(rows.min() - 20, 0), max(cols.min() - 20, 0)
     crop = torch.from_numpy(gt[top : top + 90, left : left + 120].copy())[None]
-    assert crop.any() and not crop.all()
+    assert crop.any()
+    assert not crop.all()
     brute = _squared_distance_brute_force(crop)
     torch.testing.assert_close(brute, squared_distance_to_foreground(crop), rtol=0, atol=0)
 
@@ -431,3 +432,39 @@ def test_clinical_metrics_skip_empty_ground_truth():
     expected = 2 * intersection / (binary.flatten(1).sum(1) + y[:2].flatten(1).sum(1))
     torch.testing.assert_close(dice[:2], expected.double(), atol=1e-6, rtol=0)
     assert metric.aggregate()["binaryDice"] == pytest.approx(expected.mean().item(), abs=1e-6)
+
+
+def test_handler_publishes_suite_on_engine():
+    from ignite.engine import Engine
+    from monai.bundle import ConfigParser
+
+    y_pred, y = _probability_batch()
+    # The snippet of docs/metrics.md, as a bundle config would build it.
+    parser = ConfigParser(
+        {
+            "handler": {
+                "_target_": "autosam.metrics.SunSegMetricHandler",
+                "key_metric": "Smeasure",
+                "prefix": "val_",
+                "output_transform": "$monai.handlers.from_engine(['pred', 'label'])",
+            }
+        }
+    )
+    handler = parser.get_parsed_content("handler")
+    engine = Engine(lambda engine, batch: batch)
+    handler.attach(engine, "val_Smeasure")
+    engine.run([[{"pred": p, "label": t} for p, t in zip(y_pred, y, strict=True)]] * 2)
+
+    expected = SunSegMetrics()
+    expected(torch.cat([y_pred, y_pred]), torch.cat([y, y]))
+    results = expected.aggregate()
+    assert engine.state.metrics["val_Smeasure"] == pytest.approx(results["Smeasure"], abs=1e-12)
+    for name, value in results.items():
+        assert engine.state.metrics[f"val_{name}"] == pytest.approx(value, abs=1e-12), name
+
+
+def test_handler_rejects_unknown_key_metric():
+    from autosam.metrics import SunSegMetricHandler
+
+    with pytest.raises(ValueError, match="meanDice"):
+        SunSegMetricHandler(key_metric="dice")

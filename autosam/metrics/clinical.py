@@ -1,7 +1,7 @@
 """Binary metrics for clinical reporting: MONAI's Dice, IoU and 95 % Hausdorff distance at 0.5.
 
 These score the probability map as given, thresholded at `probability > 0.5` (for a sigmoid this is
-`logits > 0`); the protocol's min-max stretch is never applied, because it turns a map that is
+`logits > 0`). The protocol's min-max stretch is never applied, because it turns a map that is
 negative everywhere into a half-positive one. Frames without ground-truth foreground give NaN
 (MONAI's `ignore_empty=True`), so they drop out of the mean instead of counting as 0 or 1.
 """

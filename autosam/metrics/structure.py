@@ -82,7 +82,7 @@ def _quadrant_slices(quadrant: int, cx: int, cy: int, height: int, width: int) -
 def _ssim(
     x: torch.Tensor, y: torch.Tensor, sigma_x: torch.Tensor, sigma_y: torch.Tensor, sigma_xy: torch.Tensor
 ) -> torch.Tensor:
-    """The official SSIM term from the quadrant means, variances and covariance."""
+    """Compute the official SSIM term from the quadrant means, variances and covariance."""
     alpha = 4 * x * y * sigma_xy
     beta = (x**2 + y**2) * (sigma_x + sigma_y)
     degenerate = torch.where(beta == 0, torch.ones_like(beta), torch.zeros_like(beta))
@@ -99,7 +99,7 @@ def _region_score(
 ) -> torch.Tensor:
     """Area-weighted SSIM of the four quadrants (B), from B x 2 x 2 statistics.
 
-    `stats` holds count, x and y (means), sigma_x, sigma_y and sigma_xy (sample moments).
+    `stats` contains count, x and y (means), sigma_x, sigma_y and sigma_xy (sample moments).
     `constant_value(frame, quadrant)` returns the prediction's value where it is constant in a
     quadrant, else None; it is asked only where the ground truth is constant too.
     """

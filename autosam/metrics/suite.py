@@ -125,7 +125,7 @@ def _frame_mean(rows: np.ndarray) -> np.ndarray:
     """Mean over a case's frames (N x F to F), with numpy's reductions in the official order.
 
     The official code averages a 1-D list per scalar metric (pairwise summation) and an N x 256
-    array per curve (summation down the frames); doing the same keeps results bit-identical.
+    array per curve (summation down the frames). Doing the same keeps the results bit-identical.
     """
     mean = np.empty(rows.shape[1], dtype=np.float64)
     for i in range(len(SCALAR_FIELDS)):

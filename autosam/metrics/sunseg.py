@@ -6,7 +6,7 @@ logits) and `y` = binary labels of the same size, prepares them as the official 
 averages them over frames in `aggregate`. Score predictions at the ground truth's size; the
 official evaluator resizes predictions to it (bilinear) before scoring.
 
-`SunSegMetrics` computes the whole suite in one pass and is the one to attach to an engine; the
+`SunSegMetrics` computes the whole suite in one pass and is the one to attach to an engine. The
 single metrics exist for code that needs only one of them.
 """
 
@@ -77,7 +77,7 @@ class SunSegMetrics(_ProtocolMetric):
     `aggregate()` returns a dict with Smeasure, wFmeasure, MAE, adpEm, meanEm, maxEm, adpFm,
     meanFm, maxFm, meanSen, maxSen, meanSpe, maxSpe, meanDice, maxDice, meanIoU and maxIoU
     (floats, averaged over frames), plus binaryDice, binaryIoU and HD95 when `clinical=True`.
-    The buffer holds one packed row per frame (see `autosam.metrics.suite.unpack`).
+    The buffer contains one packed row per frame (see `autosam.metrics.suite.unpack`).
     """
 
     def __init__(self, *, minmax: bool = True, label_threshold: float = 0.5, clinical: bool = False) -> None:

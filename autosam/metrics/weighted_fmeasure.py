@@ -79,7 +79,7 @@ def _smooth(values: torch.Tensor) -> torch.Tensor:
     """Filter B x H x W float64 `values` with the 7 x 7 Gaussian and zero padding (MATLAB's `imfilter`).
 
     The Gaussian is the outer product of two normalised 1-D Gaussians, so two 1-D passes of
-    shifted multiply-adds replace the 2-D filter; they differ from it only by float64 rounding.
+    shifted multiply-adds replace the 2-D filter. They differ from it only by float64 rounding.
     """
     _, height, width = values.shape
     radius = _KERNEL_RADIUS
@@ -96,8 +96,8 @@ def _smooth(values: torch.Tensor) -> torch.Tensor:
 def _fill_band(spread: torch.Tensor, error: torch.Tensor, gt: torch.Tensor) -> None:
     """Set, in place, each background pixel of `spread` near the foreground to its nearest foreground error.
 
-    Only background pixels inside the filter's reach of the foreground are filled; the smoothed
-    error is read at foreground pixels only, so the rest never matters.
+    Only background pixels inside the filter's reach of the foreground are filled, because the
+    smoothed error is read at foreground pixels only.
     """
     _, height, width = gt.shape
     band = (_dilate(gt, _KERNEL_RADIUS) & ~gt).nonzero()  # N x 3 (frame, row, col)
