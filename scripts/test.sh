@@ -7,6 +7,11 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
 bash scripts/setup_env.sh dev
+# MONAI Label lives in its own environment (.venv-monailabel, pinned to pydicom<3 and numpy<2) and its
+# DICOMweb tests need Orthanc; both scripts return at once when everything is installed already.
+bash scripts/setup_monailabel.sh
+bash scripts/setup_orthanc.sh
+export AUTOSAM_MONAILABEL_VENV="${AUTOSAM_MONAILABEL_VENV:-$repo_root/.venv-monailabel}"
 # shellcheck disable=SC1091
 source "${AUTOSAM_VENV:-$repo_root/.venv}/bin/activate"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from monailabel_support import (
     fit_checkpoint,
     http,
     load_bundle_network,
+    monailabel_venv,
     predict_mask,
 )
 from PIL import Image
@@ -33,7 +35,7 @@ from autosam.monailabel.app_dir import create_app_dir
 pytestmark = pytest.mark.slow
 
 NUM_IMAGES = 4
-FIT_STEPS = 20
+FIT_STEPS = 25
 # Small and fast for 2 CPU cores; everything else comes from the CPU demo configuration.
 TEST_OVERRIDES = {"max_epochs": 1, "batch_size": 2, "num_workers": 0, "progress_bar": False}
 
@@ -193,6 +195,46 @@ def test_bad_request_gets_4xx(served: Served, case: str, status: int, phrase: st
     # The server keeps serving after the rejected request.
     assert http("GET", f"{url}/info/").status == 200
     assert _infer(served, image_id).shape == served.frames[0].mask.shape
+
+
+# Loads the bundle with MONAI Label's own bundle tasks, as its stock "monaibundle" app does.
+STOCK_TASKS_SCRIPT = """
+import json, sys
+from monailabel.tasks.infer.bundle import BundleInferTask
+from monailabel.tasks.train.bundle import BundleTrainTask
+infer = BundleInferTask(sys.argv[1], {})
+train = BundleTrainTask(sys.argv[1], {})
+print(json.dumps({
+    "infer_valid": infer.is_valid(),
+    "labels": infer.labels,
+    "dimension": infer.dimension,
+    "pre": [type(t).__name__ for t in infer.pre_transforms({"device": "cpu"})],
+    "inferer": type(infer.inferer({"device": "cpu"})).__name__,
+    "post": [type(t).__name__ for t in infer.post_transforms({"device": "cpu"})],
+    "train_valid": train.is_valid(),
+}))
+"""
+
+
+def test_stock_bundle_tasks_load_bundle(served: Served):
+    python = monailabel_venv() / "bin" / "python"
+    result = subprocess.run(
+        [str(python), "-c", STOCK_TASKS_SCRIPT, str(served.bundle)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=served.server.environment(),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded["infer_valid"]
+    assert loaded["train_valid"]
+    assert loaded["labels"] == {"polyp": 1}
+    assert loaded["dimension"] == 2
+    assert loaded["pre"][0] == "LoadImageTensord"  # MONAI Label's wrapper around the bundle's LoadImaged
+    assert loaded["pre"][-1] == "SamGeometryd"
+    assert loaded["inferer"] == "SimpleInferer"
+    assert loaded["post"][-1] == "Restored"
 
 
 def test_train_one_epoch_writes_checkpoint(served: Served):

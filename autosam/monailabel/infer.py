@@ -54,14 +54,17 @@ def parse_intensity_range(text: str | None) -> tuple[float, float] | None:
     return low, high
 
 
-def _mask_array(pred: Any) -> np.ndarray:
-    """Return the binary mask of a prediction as uint8 with the channel axis dropped."""
+def _mask_array(pred: Any, threshold: float) -> np.ndarray:
+    """Return the mask `pred > threshold` as uint8 with the channel axis dropped.
+
+    The bundle's postprocessing may end with probabilities or with a 0/1 mask; both work.
+    """
     if isinstance(pred, torch.Tensor):
         pred = pred.detach().cpu().numpy()
     mask = np.asarray(pred)
     if mask.ndim == 3 and mask.shape[0] == 1:
         mask = mask[0]
-    return (mask > 0.5).astype(np.uint8)
+    return (mask > threshold).astype(np.uint8)
 
 
 class AutoSAMInferTask(BundleInferTask):
@@ -79,6 +82,10 @@ class AutoSAMInferTask(BundleInferTask):
         kwargs.setdefault("post_filter", [SaveImaged])
         super().__init__(path, conf, type=InferType.SEGMENTATION, load_strict=True, **kwargs)
         self.intensity_range = parse_intensity_range(conf.get("volume_intensity_range"))
+        bundle_config = getattr(self, "bundle_config", None)  # absent when the bundle has no inference config
+        self.threshold = 0.5
+        if bundle_config is not None:
+            self.threshold = float(bundle_config.get_parsed_content("threshold", default=0.5))
 
     def info(self) -> dict[str, Any]:
         """Describe the model to clients; `volumes` marks that 3D studies are segmented slice by slice."""
@@ -97,7 +104,7 @@ class AutoSAMInferTask(BundleInferTask):
         self, data: dict[str, Any], extension: str | None = None, dtype: Any = None
     ) -> tuple[Any, Any]:
         """Write a 2D mask as an 8-bit PNG of label ids (0 background, 1 the label), rows first."""
-        mask = _mask_array(data[self.output_label_key])
+        mask = _mask_array(data[self.output_label_key], self.threshold)
         if mask.ndim != 2:
             return super().writer(data, extension, dtype)
 
@@ -121,7 +128,7 @@ class AutoSAMInferTask(BundleInferTask):
                 data = self.run_inferer(data, device=device)
                 data = self.run_invert_transforms(data, pre, self.inverse_transforms(data))
                 data = self.run_post_transforms(data, post)
-                masks.append(_mask_array(data[self.output_label_key]))
+                masks.append(_mask_array(data[self.output_label_key], self.threshold))
         return np.stack(masks)
 
     def _infer_volume(self, request: dict[str, Any]) -> tuple[str, dict]:
