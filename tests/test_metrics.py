@@ -11,6 +11,7 @@ import numpy as np
 import py_sod_metrics
 import pytest
 import torch
+from monai.data import MetaTensor
 from scipy.ndimage import distance_transform_edt
 
 from autosam.metrics import (
@@ -362,7 +363,7 @@ def _probability_batch() -> tuple[torch.Tensor, torch.Tensor]:
 def test_sunseg_metrics_accumulate_batches():
     y_pred, y = _probability_batch()
     metric = SunSegMetrics()
-    metric(y_pred[:2], y[:2])
+    metric(MetaTensor(y_pred[:2]), MetaTensor(y[:2]))  # as a MONAI evaluator passes them
     metric([y_pred[2], y_pred[0]], [y[2], y[0]])  # a list of channel-first items, as decollated batches
     frames = frame_values(*metric._prepare(torch.cat([y_pred, y_pred[:1]]), torch.cat([y, y[:1]])))
     assert metric.aggregate() == summarize(frames)
@@ -468,3 +469,28 @@ def test_handler_rejects_unknown_key_metric():
 
     with pytest.raises(ValueError, match="meanDice"):
         SunSegMetricHandler(key_metric="dice")
+
+
+def test_constant_quadrant_follows_numpy_rounding():
+    # Two blobs leave the top-right quadrant without foreground. A constant prediction there makes
+    # the official SSIM term 1 or 0 depending on whether numpy's mean of the block rounds back to
+    # the constant, so the values below must cover both outcomes.
+    gt = np.zeros((64, 64), np.uint8)
+    gt[6:24, 6:24] = 255
+    gt[40:58, 40:58] = 255
+    soft = cv2.GaussianBlur(gt, (0, 0), 3)
+    outcomes = set()
+    for level in range(60, 200, 7):
+        pred = soft.copy()
+        pred[0:33, 33:64] = level  # the top-right quadrant around the centroid split (33, 33)
+        probabilities = pred / 255
+        stretched = (probabilities - probabilities.min()) / (probabilities.max() - probabilities.min())
+        outcomes.add(bool(np.mean(stretched[0:33, 33:64]) == stretched[0, 40]))
+
+        expected = _pysod_frame(pred, gt)["Smeasure"]
+        for path in ("probability", "uint8"):
+            assert _ours(pred, gt, path)["Smeasure"].item() == pytest.approx(expected, abs=1e-12), (
+                level,
+                path,
+            )
+    assert outcomes == {True, False}

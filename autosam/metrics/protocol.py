@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 
 __all__ = [
     "EPS",
@@ -33,7 +34,10 @@ DICE_THRESHOLDS: np.ndarray = np.linspace(1, 0, NUM_THRESHOLDS)
 
 
 def _as_frames(tensor: torch.Tensor, name: str) -> torch.Tensor:
-    """Return a B x H x W view of a B x 1 x H x W, B x H x W or H x W tensor."""
+    """Return a B x H x W view of a B x 1 x H x W, B x H x W or H x W tensor, without MONAI metadata."""
+    if isinstance(tensor, MetaTensor):
+        # Metadata tracking slows every later operation and means nothing for a score.
+        tensor = tensor.as_tensor()
     if tensor.ndim == 4:
         if tensor.shape[1] != 1:
             raise ValueError(f"{name} must have one channel (B x 1 x H x W), got shape {tuple(tensor.shape)}")
