@@ -233,9 +233,9 @@ def _batches(
 
 
 def score_frames(
-    frames: Sequence[Frame], *, batch_size: int = 16, device: str = "cpu", clinical: bool = True
+    frames: Sequence[Frame], *, batch_size: int = 2, device: str = "cpu", clinical: bool = True
 ) -> torch.Tensor:
-    """Packed suite values of every frame (N x F float64, on the CPU), clinical columns appended last."""
+    """Score every frame: packed suite values (N x F float64, on the CPU), clinical columns last."""
     rows = []
     for _, preds, gts in _batches(frames, batch_size):
         pred_levels = torch.from_numpy(preds).to(device)
@@ -411,6 +411,7 @@ def evaluate(
     drop = _as_optional_bool(drop_first_last, "drop_first_last")
     drop = (layout == "sun-seg") if drop is None else drop
     batch_size = int(batch_size)
+    device = str(device)
     pred_dir = Path(str(pred_root))
     gt_dir = Path(str(gt_root))
 
