@@ -444,7 +444,7 @@ def test_handler_publishes_suite_on_engine():
     parser = ConfigParser(
         {
             "handler": {
-                "_target_": "autosam.metrics.SunSegMetricHandler",
+                "_target_": "autosam.metrics.SunSegFrameMetricHandler",
                 "key_metric": "Smeasure",
                 "prefix": "val_",
                 "output_transform": "$monai.handlers.from_engine(['pred', 'label'])",
@@ -465,10 +465,10 @@ def test_handler_publishes_suite_on_engine():
 
 
 def test_handler_rejects_unknown_key_metric():
-    from autosam.metrics import SunSegMetricHandler
+    from autosam.metrics import SunSegFrameMetricHandler
 
     with pytest.raises(ValueError, match="meanDice"):
-        SunSegMetricHandler(key_metric="dice")
+        SunSegFrameMetricHandler(key_metric="dice")
 
 
 def test_constant_quadrant_follows_numpy_rounding():

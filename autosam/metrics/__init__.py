@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from autosam.metrics.clinical import CLINICAL_FIELDS, binarize, clinical_values
-from autosam.metrics.handlers import SunSegMetricHandler
+from autosam.metrics.handlers import SunSegFrameMetricHandler
 from autosam.metrics.levels import uint8_frame_values
 from autosam.metrics.protocol import DICE_THRESHOLDS, prepare_frames, prepare_uint8_frames
 from autosam.metrics.structure import structure_measure
@@ -21,7 +21,7 @@ from autosam.metrics.weighted_fmeasure import weighted_fmeasure
 
 __all__ = [
     "SunSegMetrics",
-    "SunSegMetricHandler",
+    "SunSegFrameMetricHandler",
     "SMeasure",
     "EMeasure",
     "FMeasure",

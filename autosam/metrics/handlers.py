@@ -17,15 +17,17 @@ from autosam.metrics.clinical import CLINICAL_FIELDS
 from autosam.metrics.suite import SUNSEG_METRIC_NAMES
 from autosam.metrics.sunseg import SunSegMetrics
 
-__all__ = ["SunSegMetricHandler"]
+__all__ = ["SunSegFrameMetricHandler"]
 
 
 def _identity(output: Any) -> Any:
     return output
 
 
-class SunSegMetricHandler(IgniteMetricHandler):
-    """Metric handler for `key_val_metric` / `additional_metrics` of a MONAI evaluator.
+class SunSegFrameMetricHandler(IgniteMetricHandler):
+    """Metric handler for `key_val_metric` / `additional_metrics` of a MONAI evaluator, averaged over frames.
+
+    `autosam.engines.SunSegMetricHandler` is the per-case variant that the bundle's validator uses.
 
     `output_transform` must yield `(y_pred, y)` with probabilities, e.g.
     `monai.handlers.from_engine(["pred", "label"])` after a sigmoid and before any thresholding.
