@@ -7,6 +7,7 @@ listens on 127.0.0.1 on a free port, and every request goes there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -373,3 +375,59 @@ def predict_mask(network: torch.nn.Module, image_file: str, *, spatial_size: int
     pred.array = torch.sigmoid(logits[0])  # keeps the image's transform record for the inverse
     restored = transforms.inverse({"image": pred})["image"]
     return (restored[0].numpy() > 0.5).astype(np.uint8)
+
+
+@dataclass
+class ServedBundle:
+    """A running MONAI Label server, the bundle copy it serves, and the fitted network behind model.pt."""
+
+    server: MonaiLabelServer
+    bundle: Path
+    network: torch.nn.Module
+    spatial_size: int
+
+
+@contextlib.contextmanager
+def serve_fitted_bundle(
+    work: Path,
+    studies: str,
+    fit_items: Callable[[], list[dict[str, str]]],
+    *,
+    overrides: dict[str, Any],
+    fit_steps: int,
+) -> Iterator[ServedBundle]:
+    """Write an app folder for the repository's bundle (CPU demo sizes), start the server, fit model.pt.
+
+    The server starts first and the checkpoint is fitted while it loads; the app serves the model
+    once model.pt exists. `fit_items` returns the image/label files to fit on.
+    """
+    from autosam.monailabel.app_dir import create_app_dir
+
+    overrides_file = work / "test_overrides.json"
+    overrides_file.write_text(json.dumps(overrides))
+    bundle = create_app_dir(
+        work / "app",
+        bundle=REPO_ROOT / "bundle",
+        overrides=[
+            REPO_ROOT / "configs" / "cpu_demo.json",
+            REPO_ROOT / "configs" / "monailabel.json",
+            overrides_file,
+        ],
+    )
+    server = MonaiLabelServer(work / "app", studies, work, conf={"models": "autosam"})
+    server.start()
+    try:
+        inference_config = bundle / "configs" / "inference.json"
+        spatial_size = int(json.loads(inference_config.read_text())["spatial_size"])
+        network = load_bundle_network(inference_config, bundle)
+        fit_checkpoint(
+            network,
+            fit_items(),
+            spatial_size=spatial_size,
+            steps=fit_steps,
+            checkpoint=bundle / "models" / "model.pt",
+        )
+        server.wait_until_serving()
+        yield ServedBundle(server, bundle, network, spatial_size)
+    finally:
+        server.stop()

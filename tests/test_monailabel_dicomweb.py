@@ -9,7 +9,7 @@ network run in this process; its geometry is compared with the DICOM headers.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,23 +19,20 @@ import pydicom
 import pytest
 import torch
 from monailabel_support import (
-    REPO_ROOT,
     MonaiLabelServer,
     OrthancServer,
     dice,
-    fit_checkpoint,
     http,
-    load_bundle_network,
     predict_mask,
+    serve_fitted_bundle,
 )
 from PIL import Image
 
-from autosam.monailabel.app_dir import create_app_dir
 from autosam.monailabel.volumes import export_volume_slices
 
 pytestmark = pytest.mark.slow
 
-FIT_STEPS = 25
+FIT_STEPS = 20
 TEST_OVERRIDES = {"max_epochs": 1, "batch_size": 3, "num_workers": 0, "progress_bar": False}
 
 
@@ -52,51 +49,42 @@ class ServedCT:
 
 
 @pytest.fixture(scope="module")
-def served_ct(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
+def served_ct(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iterator[ServedCT]:
     work = tmp_path_factory.mktemp("monailabel-dicomweb")
     source = shared_data / "dcmqi_ct3slice_seg"
     ct_files = sorted((source / "ct-3slice").glob("*.dcm"))
 
-    orthanc = OrthancServer(work / "orthanc")
     (work / "orthanc").mkdir()
+    orthanc = OrthancServer(work / "orthanc")
     orthanc.start()
     for dicom_file in [*ct_files, source / "liver.dcm"]:
         orthanc.upload(dicom_file)
 
-    overrides = work / "test_overrides.json"
-    overrides.write_text(json.dumps(TEST_OVERRIDES))
-    bundle = create_app_dir(
-        work / "app",
-        bundle=REPO_ROOT / "bundle",
-        overrides=[
-            REPO_ROOT / "configs" / "cpu_demo.json",
-            REPO_ROOT / "configs" / "monailabel.json",
-            overrides,
-        ],
-    )
+    slices: list[dict[str, str]] = []
 
-    # The server starts while the checkpoint is fitted; it serves the model once model.pt exists.
-    server = MonaiLabelServer(work / "app", orthanc.dicomweb_url, work, conf={"models": "autosam"})
-    server.start()
+    def fit_items() -> list[dict[str, str]]:
+        # The same export the training task runs on the SEG, here from the NRRD copy of the liver label.
+        slices.extend(
+            export_volume_slices(str(source / "ct-3slice"), str(source / "liver_seg.nrrd"), work / "slices")
+        )
+        return slices
+
+    series_uid = str(pydicom.dcmread(ct_files[0], stop_before_pixels=True).SeriesInstanceUID)
     try:
-        slices = export_volume_slices(
-            str(source / "ct-3slice"), str(source / "liver_seg.nrrd"), work / "slices"
-        )
-        inference_config = bundle / "configs" / "inference.json"
-        spatial_size = int(json.loads(inference_config.read_text())["spatial_size"])
-        network = load_bundle_network(inference_config, bundle)
-        fit_checkpoint(
-            network,
-            slices,
-            spatial_size=spatial_size,
-            steps=FIT_STEPS,
-            checkpoint=bundle / "models" / "model.pt",
-        )
-        server.wait_until_serving()
-        series_uid = str(pydicom.dcmread(ct_files[0], stop_before_pixels=True).SeriesInstanceUID)
-        yield ServedCT(server, orthanc, series_uid, ct_files, slices, bundle, network, spatial_size)
+        with serve_fitted_bundle(
+            work, orthanc.dicomweb_url, fit_items, overrides=TEST_OVERRIDES, fit_steps=FIT_STEPS
+        ) as running:
+            yield ServedCT(
+                running.server,
+                orthanc,
+                series_uid,
+                ct_files,
+                slices,
+                running.bundle,
+                running.network,
+                running.spatial_size,
+            )
     finally:
-        server.stop()
         orthanc.stop()
 
 

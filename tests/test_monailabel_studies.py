@@ -12,6 +12,7 @@ import io
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,23 +20,19 @@ import numpy as np
 import pytest
 import torch
 from monailabel_support import (
-    REPO_ROOT,
     MonaiLabelServer,
     dice,
-    fit_checkpoint,
     http,
-    load_bundle_network,
     monailabel_venv,
     predict_mask,
+    serve_fitted_bundle,
 )
 from PIL import Image
-
-from autosam.monailabel.app_dir import create_app_dir
 
 pytestmark = pytest.mark.slow
 
 NUM_IMAGES = 4
-FIT_STEPS = 25
+FIT_STEPS = 20
 # Small and fast for 2 CPU cores; everything else comes from the CPU demo configuration.
 TEST_OVERRIDES = {"max_epochs": 1, "batch_size": 2, "num_workers": 0, "progress_bar": False}
 
@@ -72,39 +69,14 @@ def _copy_frames(kvasir: Path, studies: Path) -> list[Frame]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
+def served(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iterator[Served]:
     work = tmp_path_factory.mktemp("monailabel-studies")
     frames = _copy_frames(shared_data / "kvasir_seg", work / "studies")
-
-    overrides = work / "test_overrides.json"
-    overrides.write_text(json.dumps(TEST_OVERRIDES))
-    bundle = create_app_dir(
-        work / "app",
-        bundle=REPO_ROOT / "bundle",
-        overrides=[
-            REPO_ROOT / "configs" / "cpu_demo.json",
-            REPO_ROOT / "configs" / "monailabel.json",
-            overrides,
-        ],
-    )
-    # The server starts while the checkpoint is fitted; it serves the model once model.pt exists.
-    server = MonaiLabelServer(work / "app", str(work / "studies"), work, conf={"models": "autosam"})
-    server.start()
-    try:
-        inference_config = bundle / "configs" / "inference.json"
-        spatial_size = int(json.loads(inference_config.read_text())["spatial_size"])
-        network = load_bundle_network(inference_config, bundle)
-        fit_checkpoint(
-            network,
-            [{"image": str(f.image), "label": str(f.label)} for f in frames[:2]],
-            spatial_size=spatial_size,
-            steps=FIT_STEPS,
-            checkpoint=bundle / "models" / "model.pt",
-        )
-        server.wait_until_serving()
-        yield Served(server, frames, bundle, network, spatial_size)
-    finally:
-        server.stop()
+    fit_items = [{"image": str(f.image), "label": str(f.label)} for f in frames[:2]]
+    with serve_fitted_bundle(
+        work, str(work / "studies"), lambda: fit_items, overrides=TEST_OVERRIDES, fit_steps=FIT_STEPS
+    ) as running:
+        yield Served(running.server, frames, running.bundle, running.network, running.spatial_size)
 
 
 def _infer(served: Served, image_id: str) -> np.ndarray:
