@@ -6,7 +6,8 @@
 #   bash scripts/demo.sh
 #       No data given: 2D slices of the MNI152 T1 template with its white-matter map, which ship
 #       inside the nilearn package, a tiny randomly initialised SAM and a resnet18 encoder on the
-#       CPU (about 10 minutes on 2 cores).
+#       CPU (about 10 minutes on 2 cores: training stops after at most 30 epochs or when the next
+#       epoch would end past 7 minutes, DEMO_TRAIN_SECONDS=420).
 #   bash scripts/demo.sh --dataset_dir DIR --layout flat|pranet|sun-seg \
 #       [--sam_checkpoint FILE --sam_model_type vit_b|vit_l|vit_h] [--max_epochs N] [--run_dir DIR]
 #       The same job on your data. With a SAM checkpoint the job uses configs/paper_polyp.json
@@ -60,7 +61,10 @@ if [[ -z "$dataset_dir" ]]; then
     python -m autosam.engines.demo_data "$dataset_dir" >/dev/null
     overrides+=(--datalist "$dataset_dir/datalist.json")
     eval_split="test"
-    max_epochs="${max_epochs:-20}"
+    max_epochs="${max_epochs:-30}"
+    # Training stops at the epoch boundary before this wall-clock budget, so the whole job takes
+    # about 10 minutes on a slow or shared machine too.
+    overrides+=(--time_limit_seconds "${DEMO_TRAIN_SECONDS:-420}")
 else
     overrides+=(--layout "$layout")
     eval_split="validation"

@@ -78,6 +78,12 @@ def summary(run_dir: str) -> str:
         official = Path(run_dir) / name / "eval_cvc_video" / "official" / "results.json"
         if official.is_file():
             overall = json.loads(official.read_text())["overall"]
+            # The evaluation CLI names MONAI's Dice and IoU at 0.5 binaryDice and binaryIoU.
+            overall = {
+                **overall,
+                "dice": overall.get("binaryDice", math.nan),
+                "iou": overall.get("binaryIoU", math.nan),
+            }
             values = " | ".join(f"{overall.get(metric, math.nan):.3f}" for metric in TABLE_METRICS)
             lines.append(f"| {label} | CVC-ClinicDB video, official protocol | - | {values} |")
     return "\n".join(lines)

@@ -7,7 +7,7 @@
 #
 # Usage: bash scripts/run_experiments.sh [RUN_DIR]     (default runs/experiments)
 # Environment: AUTOSAM_SHARED_DATA (default ../shared/data beside the checkout),
-#   TRAIN_SECONDS (default 300 CPU seconds per model), LIGHT_SECONDS (default 150). Budgets are CPU
+#   TRAIN_SECONDS (default 240 CPU seconds per model), LIGHT_SECONDS (default 120). Budgets are CPU
 #   time of the training process (validation included, dataset caching excluded), so runs compare
 #   fairly on a CPU that other jobs share.
 set -euo pipefail
@@ -16,13 +16,13 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 # shellcheck disable=SC1091
 source "${AUTOSAM_VENV:-$repo_root/.venv}/bin/activate"
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export PYTHONUNBUFFERED=1
 
 data="$(cd "${AUTOSAM_SHARED_DATA:-$repo_root/../shared/data}" && pwd)"
 run_dir="$(mkdir -p "${1:-$repo_root/runs/experiments}" && cd "${1:-$repo_root/runs/experiments}" && pwd)"
-train_seconds="${TRAIN_SECONDS:-300}"
-light_seconds="${LIGHT_SECONDS:-150}"
+train_seconds="${TRAIN_SECONDS:-240}"
+light_seconds="${LIGHT_SECONDS:-120}"
 configs="$repo_root/bundle/configs"
 cpu_demo="$repo_root/configs/cpu_demo.json"
 
