@@ -117,7 +117,7 @@ def _bench_network(name: str, batches: list[int], repeats: int, threads: int, fo
         image = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(batch)) * 255
         eager_best, eager_median = _images_per_second(partial(_run_eager, network, image), batch, repeats)
         onnx_best, onnx_median = _images_per_second(partial(run_onnx, session, image), batch, repeats)
-        rows.append(f"{label} {eager_best:.2f} ({eager_median:.2f}) | {onnx_best:.2f} ({onnx_median:.2f}) |")
+        rows.append(f"{label} {eager_best:.3g} ({eager_median:.3g}) | {onnx_best:.3g} ({onnx_median:.3g}) |")
 
     print(f"{name}: ONNX export took {export_seconds:.0f} s, file {onnx_file.stat().st_size / 2**20:.0f} MiB")
     return rows
