@@ -23,7 +23,7 @@ if [[ "$(id -u)" != 0 ]]; then
     sudo_cmd=(sudo)
 fi
 
-# invoke-rc.d asks policy-rc.d whether a package may start its service; exit code 101 means no.
+# invoke-rc.d runs policy-rc.d to decide whether a package may start its service; exit code 101 means no.
 policy_file="/usr/sbin/policy-rc.d"
 created_policy=0
 if [[ ! -e "$policy_file" ]]; then

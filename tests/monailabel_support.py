@@ -186,7 +186,7 @@ class MonaiLabelServer:
         return env
 
     def start(self) -> None:
-        """Launch the server process; `wait_until_serving` waits for its first answer."""
+        """Launch the server process; `wait_until_serving` waits for its first response."""
         command = [
             str(monailabel_venv() / "bin" / "monailabel"),
             "start_server",
@@ -260,7 +260,7 @@ class OrthancServer:
             "StorageDirectory": str(self.work_dir / "storage"),
             "IndexDirectory": str(self.work_dir / "storage"),
             "HttpPort": self.port,
-            "RemoteAccessAllowed": False,  # Orthanc has no bind address: it answers loopback clients only
+            "RemoteAccessAllowed": False,  # Orthanc has no bind address setting; this makes it reject clients on other machines
             "AuthenticationEnabled": False,
             "DicomServerEnabled": False,
             "Plugins": [str(ORTHANC_DICOMWEB_PLUGIN)],

@@ -3,8 +3,8 @@
 Orthanc (Debian's package with its DICOMweb plugin) and MONAI Label both listen on 127.0.0.1 on
 free ports. The 3-slice CT and its liver DICOM SEG from dcmqi's test data are uploaded to Orthanc.
 Before the server segments the series, the bundle's network is fitted for a few steps to the three
-liver slices, so the served label volume can be compared with the liver label and with the same
-network run in this process; its geometry is compared with the DICOM headers.
+liver slices. The served label volume is then compared with the liver label and with the same
+network run in this process, and its geometry with the DICOM headers.
 """
 
 from __future__ import annotations
