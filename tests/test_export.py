@@ -1,8 +1,9 @@
 """ONNX and TorchScript exports of AutoSAMNet and AutoSAMLightNet, run on real polyp images.
 
 The oracle of every export is the PyTorch network itself, built from the same config and
-checkpoint, on the same real frames: two Kvasir-SEG images and one CVC-ClinicDB image brought to
-the pipeline's 320 x 320 input by the bundle's deterministic transforms. 320 differs from the
+checkpoint and run on the same real frames. The frames are two Kvasir-SEG images and one
+CVC-ClinicDB image, brought to the pipeline's 320 x 320 input by the bundle's deterministic
+transforms. 320 differs from the
 tiny SAM's 256-pixel frame, so SAM's antialiased resize is part of every exported graph.
 """
 
