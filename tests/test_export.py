@@ -3,8 +3,8 @@
 The oracle of every export is the PyTorch network itself, built from the same config and
 checkpoint and run on the same real frames. The frames are two Kvasir-SEG images and one
 CVC-ClinicDB image, brought to the pipeline's 320 x 320 input by the bundle's deterministic
-transforms. 320 differs from the
-tiny SAM's 256-pixel frame, so SAM's antialiased resize is part of every exported graph.
+transforms. 320 differs from the tiny SAM's 256-pixel frame, so SAM's antialiased resize is part
+of every exported graph.
 """
 
 from __future__ import annotations
