@@ -395,11 +395,13 @@ def serve_fitted_bundle(
     *,
     overrides: dict[str, Any],
     fit_steps: int,
+    label: str | None = None,
 ) -> Iterator[ServedBundle]:
     """Write an app folder for the repository's bundle (CPU demo sizes), start the server, fit model.pt.
 
     The server starts first and the checkpoint is fitted while it loads; the app serves the model
-    once model.pt exists. `fit_items` returns the image/label files to fit on.
+    once model.pt exists. `fit_items` returns the image/label files to fit on; `label` renames the
+    foreground label that the server reports.
     """
     from autosam.monailabel.app_dir import create_app_dir
 
@@ -413,6 +415,7 @@ def serve_fitted_bundle(
             REPO_ROOT / "configs" / "monailabel.json",
             overrides_file,
         ],
+        label=label,
     )
     server = MonaiLabelServer(work / "app", studies, work, conf={"models": "autosam"})
     server.start()

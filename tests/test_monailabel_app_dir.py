@@ -80,6 +80,18 @@ def test_create_app_dir_copies_bundle(tmp_path: Path):
     assert metadata == json.loads((REPO_ROOT / "bundle" / "configs" / "metadata.json").read_text())
 
 
+def test_create_app_dir_renames_label(tmp_path: Path):
+    bundle = create_app_dir(tmp_path / "app", bundle=REPO_ROOT / "bundle", label="liver")
+
+    metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert metadata["network_data_format"]["outputs"]["pred"]["channel_def"] == {
+        "0": "background",
+        "1": "liver",
+    }
+    source = json.loads((REPO_ROOT / "bundle" / "configs" / "metadata.json").read_text())
+    assert source["network_data_format"]["outputs"]["pred"]["channel_def"]["1"] != "liver"
+
+
 def test_create_app_dir_keeps_existing_configs(tmp_path: Path):
     create_app_dir(tmp_path / "app", bundle=REPO_ROOT / "bundle")
     with pytest.raises(FileExistsError, match="--force"):

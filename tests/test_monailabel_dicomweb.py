@@ -72,7 +72,12 @@ def served_ct(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> It
     series_uid = str(pydicom.dcmread(ct_files[0], stop_before_pixels=True).SeriesInstanceUID)
     try:
         with serve_fitted_bundle(
-            work, orthanc.dicomweb_url, fit_items, overrides=TEST_OVERRIDES, fit_steps=FIT_STEPS
+            work,
+            orthanc.dicomweb_url,
+            fit_items,
+            overrides=TEST_OVERRIDES,
+            fit_steps=FIT_STEPS,
+            label="liver",
         ) as running:
             yield ServedCT(
                 running.server,
@@ -90,7 +95,7 @@ def served_ct(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> It
 
 def test_info_lists_series(served_ct: ServedCT):
     info = http("GET", f"{served_ct.server.url}/info/").json()
-    assert info["models"]["autosam"]["labels"] == {"polyp": 1}
+    assert info["models"]["autosam"]["labels"] == {"liver": 1}
     assert "autosam" in info["trainers"]
     assert info["datastore"]["total"] == 1
     assert info["datastore"]["completed"] == 1  # the liver SEG in Orthanc labels the series

@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     init_app.add_argument("--name", default="autosam", help="model name that clients see (default: autosam)")
     init_app.add_argument(
+        "--label",
+        help="name of the segmented structure that clients show, e.g. liver (default: the bundle's)",
+    )
+    init_app.add_argument(
         "--force", action="store_true", help="replace the configs of an existing bundle copy"
     )
     return parser
@@ -52,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides=args.override,
             checkpoint=args.checkpoint,
             name=args.name,
+            label=args.label,
             force=args.force,
         )
     except (FileNotFoundError, FileExistsError) as err:

@@ -11,6 +11,7 @@ This module needs only MONAI, so it also runs outside the MONAI Label environmen
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MAIN_PY", "MERGED_CONFIGS", "create_app_dir", "merge_config_files"]
+__all__ = ["MAIN_PY", "MERGED_CONFIGS", "create_app_dir", "merge_config_files", "set_label_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,19 @@ def merge_config_files(base: str | os.PathLike, overrides: Sequence[str | os.Pat
     return config
 
 
+def set_label_name(metadata_file: str | os.PathLike, label: str) -> None:
+    """Rename the foreground channel of the `pred` output in a bundle's `metadata.json`.
+
+    MONAI Label takes the label names that clients show from this `channel_def`.
+    """
+    path = Path(metadata_file)
+    metadata = json.loads(path.read_text())
+    channel_def = metadata["network_data_format"]["outputs"]["pred"].setdefault("channel_def", {})
+    channel_def["0"] = channel_def.get("0", "background")
+    channel_def["1"] = label
+    path.write_text(json.dumps(metadata, indent=4) + "\n")
+
+
 def create_app_dir(
     app_dir: str | os.PathLike,
     *,
@@ -76,6 +90,7 @@ def create_app_dir(
     overrides: Sequence[str | os.PathLike] = (),
     checkpoint: str | os.PathLike | None = None,
     name: str = "autosam",
+    label: str | None = None,
     force: bool = False,
 ) -> Path:
     """Write a MONAI Label app folder for the bundle and return the bundle copy inside it.
@@ -86,6 +101,8 @@ def create_app_dir(
         overrides: JSON/YAML files whose ids replace the bundle's, e.g. a CPU demo configuration.
         checkpoint: a trained checkpoint to serve at once, copied to `models/model.pt`.
         name: the model name clients see, and the bundle folder name under `model/`.
+        label: the name of the foreground label (channel 1 of `pred` in `metadata.json`), e.g.
+            "liver"; None keeps the bundle's.
         force: replace an existing bundle copy of the same name (its `models/` is kept).
     """
     from monai.bundle import ConfigParser
@@ -121,6 +138,8 @@ def create_app_dir(
         merged = merge_config_files(configs / config_name, overrides)
         ConfigParser.export_config_file(merged, str(target / "configs" / config_name), fmt="json", indent=4)
 
+    if label is not None:
+        set_label_name(target / "configs" / "metadata.json", label)
     if checkpoint is not None:
         shutil.copy2(checkpoint, target / "models" / "model.pt")
     logger.info("MONAI Label app written to '%s' with bundle '%s' as model '%s'", app_dir, bundle, name)
