@@ -23,7 +23,7 @@ EVALUATIONS = {
     "eval_cvc_clinicdb": "CVC-ClinicDB (unseen)",
     "eval_cvc_video": "CVC-ClinicDB video, bundle",
 }
-TABLE_METRICS = ("dice", "iou", "maxDice", "meanDice", "Smeasure", "wFmeasure", "meanEm", "MAE")
+TABLE_METRICS = ("binaryDice", "binaryIoU", "maxDice", "meanDice", "Smeasure", "wFmeasure", "meanEm", "MAE")
 
 
 def _float(text: str) -> float:
@@ -78,12 +78,6 @@ def summary(run_dir: str) -> str:
         official = Path(run_dir) / name / "eval_cvc_video" / "official" / "results.json"
         if official.is_file():
             overall = json.loads(official.read_text())["overall"]
-            # The evaluation CLI names MONAI's Dice and IoU at 0.5 binaryDice and binaryIoU.
-            overall = {
-                **overall,
-                "dice": overall.get("binaryDice", math.nan),
-                "iou": overall.get("binaryIoU", math.nan),
-            }
             values = " | ".join(f"{overall.get(metric, math.nan):.3f}" for metric in TABLE_METRICS)
             lines.append(f"| {label} | CVC-ClinicDB video, official protocol | - | {values} |")
     return "\n".join(lines)

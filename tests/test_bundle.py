@@ -160,7 +160,7 @@ def test_evaluation_report_files(bundle_run: dict) -> None:
     assert sorted(row["case"] for row in per_case_rows) == sorted(validation_stems)
     for name in ("Smeasure", "wFmeasure", "MAE", "maxDice", "meanDice", "maxIoU", "meanSen"):
         assert 0.0 <= report["overall"][name] <= 1.0, name
-    assert {"dice", "iou", "hd95"} <= set(report["overall"])
+    assert {"binaryDice", "binaryIoU", "HD95"} <= set(report["overall"])
 
 
 def test_evaluation_matches_cli_on_files(bundle_run: dict, shared_data: Path) -> None:
