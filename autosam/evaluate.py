@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from monai.utils import optional_import
 
+from autosam.cli import run_fire
 from autosam.metrics.clinical import CLINICAL_FIELDS, clinical_values
 from autosam.metrics.levels import uint8_frame_values
 from autosam.metrics.protocol import DICE_THRESHOLDS, NUM_THRESHOLDS
@@ -189,7 +190,8 @@ def discover_frames(
             frames.append(Frame(case, path.stem, path, _prediction_path(pred_root, relative)))
     if not frames:
         raise ValueError(
-            f"no ground-truth image ({', '.join(IMAGE_SUFFIXES)}) found under '{gt_root}' with layout {layout}"
+            f"no ground-truth image ({', '.join(IMAGE_SUFFIXES)}) found under '{gt_root}' with layout {layout}; "
+            "check the folder, and pass --layout flat for a folder of masks without case subfolders"
         )
     return frames, skipped
 
@@ -342,6 +344,17 @@ def write_case_csv(path: Path, per_case: dict[str, dict[str, Any]]) -> None:
             writer.writerow([case, metrics["frames"], *(metrics[name] for name in names)])
 
 
+def write_frame_csv(path: Path, per_frame: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Write one CSV row per frame: frame id and every metric (the flat layout has no cases)."""
+    rows = {frame: metrics for frames in per_frame.values() for frame, metrics in frames.items()}
+    names = list(next(iter(rows.values())))
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["frame", *names])
+        for frame, metrics in rows.items():
+            writer.writerow([frame, *(metrics[name] for name in names)])
+
+
 def write_plots(stem: Path, curves: dict[str, list[float]]) -> list[Path]:
     """Plot the overall precision-recall, F-measure and E-measure curves as PNG files."""
     import matplotlib
@@ -456,16 +469,19 @@ def evaluate(
     output_path.write_text(json.dumps(_json_safe(ordered), indent=2))
     stem = output_path.with_suffix("")
     if results["per_case"]:
-        write_case_csv(stem.with_name(f"{stem.name}_per_case.csv"), results["per_case"])
-    write_plots(stem, results["curves"])
-    logger.info("wrote %s and its CSV and plots", output_path)
+        csv_path = stem.with_name(f"{stem.name}_per_case.csv")
+        write_case_csv(csv_path, results["per_case"])
+    else:
+        csv_path = stem.with_name(f"{stem.name}_per_frame.csv")
+        write_frame_csv(csv_path, results["per_frame"])
+    plot_paths = write_plots(stem, results["curves"])
+    logger.info("wrote %s, %s and %d plots", output_path, csv_path, len(plot_paths))
     return results
 
 
 def main() -> None:
     """Command-line entry point (`python -m autosam.evaluate`, `autosam-evaluate`)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    fire.Fire(evaluate)
+    run_fire(evaluate, name="python -m autosam.evaluate")
 
 
 if __name__ == "__main__":

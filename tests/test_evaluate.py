@@ -204,6 +204,9 @@ def test_flat_layout_resizes_predictions(shared_data, tmp_path):
     results = evaluate(pred_root, gt_root, layout="flat", output=tmp_path / "flat.json")
     assert results["per_case"] == {}
     assert not (tmp_path / "flat_per_case.csv").exists()
+    frame_rows = (tmp_path / "flat_per_frame.csv").read_text().splitlines()
+    assert frame_rows[0].startswith("frame,")
+    assert [row.split(",")[0] for row in frame_rows[1:]] == ["0", "1", "2"]
     expected = summarize(
         frame_values(
             *prepare_uint8_frames(torch.from_numpy(np.stack(preds)), torch.from_numpy(np.stack(gts)))
@@ -216,3 +219,26 @@ def test_flat_layout_resizes_predictions(shared_data, tmp_path):
     for pred, gt in zip(preds, gts, strict=True):
         smeasure.step(pred=pred, gt=gt)
     assert results["overall"]["Smeasure"] == pytest.approx(smeasure.get_results()["sm"], abs=1e-6)
+
+
+def test_cli_bad_input_prints_one_error(sunseg_case, tmp_path):
+    missing = _run_cli(["-m", "autosam.evaluate", "no_such_predictions", "no_such_truth"], tmp_path)
+    assert missing.returncode == 2
+    assert "Traceback" not in missing.stderr
+    assert "error:" in missing.stderr
+    assert "no_such" in missing.stderr
+
+    flat_folder = tmp_path / "masks"
+    _copy_case(sunseg_case["gt_root"] / "case1_1", flat_folder)
+    wrong_layout = _run_cli(["-m", "autosam.evaluate", str(flat_folder), str(flat_folder)], tmp_path)
+    assert wrong_layout.returncode == 2
+    assert "--layout flat" in wrong_layout.stderr
+
+    bad_datalist = _run_cli(
+        ["-m", "autosam.data", "datalist", "--layout", "sunseg", "--root", str(tmp_path), "--output", "d.json"],
+        tmp_path,
+    )
+    assert bad_datalist.returncode == 2
+    assert "Traceback" not in bad_datalist.stderr
+    assert "sunseg" in bad_datalist.stderr
+    assert not (tmp_path / "d.json").exists()

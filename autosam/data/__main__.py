@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
-import fire
 import numpy as np
 from fire.decorators import SetParseFns
 
+from autosam.cli import run_fire
 from autosam.data.datalist import build_datalist
 
 __all__ = ["datalist", "main"]
@@ -85,8 +84,7 @@ def datalist(
 
 def main() -> None:
     """Entry point of `autosam-datalist` and `python -m autosam.data`."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    fire.Fire({"datalist": datalist})
+    run_fire({"datalist": datalist}, name="python -m autosam.data")
 
 
 if __name__ == "__main__":
