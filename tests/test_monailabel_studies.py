@@ -2,7 +2,7 @@
 
 One server runs for the whole module, on 127.0.0.1 with a free port, from the MONAI Label
 environment. Before it starts, the bundle's network (tiny SAM, CPU demo sizes) is fitted for a few
-steps to two of the served frames, so its masks follow the polyp labels; the served mask is then
+steps to two of the served frames, so its masks follow the polyp labels. The served mask is then
 compared with the label and with the same network run in this process.
 """
 

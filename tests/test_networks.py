@@ -253,7 +253,7 @@ def test_logit_affine_is_off_by_default(net):
 
 def test_geometry_round_trip_aligns_real_mask(shared_data):
     # A Kvasir-SEG mask (622 x 529, not square) mapped to the padded 256 px frame and back must land
-    # on itself; a crop on the wrong side or a rounding slip would shift the polyp.
+    # on itself, because a crop on the wrong side or a rounding slip would shift the polyp.
     from PIL import Image
 
     mask_path = shared_data / "kvasir_seg" / "masks" / "cju0qkwl35piu0993l0dewei2.jpg"

@@ -203,7 +203,7 @@ def _sun_seg_layout(
 ) -> tuple[list[dict], list[dict]]:
     """SUN-SEG video layout: `<split>/Frame/<case>/*.jpg` + `<split>/GT/<case>/*.png`.
 
-    A split whose path contains "test" (TestEasyDataset/Seen, ...) goes to "test"; the others (the
+    A split whose path contains "test" (TestEasyDataset/Seen, ...) goes to "test". The others (the
     root itself, TrainDataset, ...) are split by case into training and validation.
     """
     split_folders = _sun_seg_split_folders(root)

@@ -6,10 +6,11 @@ and anonymisers leave constant or reversed. Uneven spacing (a missing slice) and
 positions raise `InvalidItemError` naming the series and the positions, unless uneven spacing is
 explicitly allowed.
 
-Pixel values: MONOCHROME1 is inverted so that higher values are brighter, as in MONOCHROME2;
-YBR colour is converted to RGB; RescaleSlope and RescaleIntercept give physical units (Hounsfield
-units for CT). Volumes come out as X x Y x Z (column, row, slice index) with a RAS affine, as
-MONAI's own readers return them; a single-frame file comes out as a 2D picture, H x W [x 3].
+Pixel values: MONOCHROME1 is inverted so that higher values are brighter, as in MONOCHROME2.
+YBR colour is converted to RGB, and RescaleSlope and RescaleIntercept give physical units
+(Hounsfield units for CT). Volumes come out as X x Y x Z (column, row, slice index) with a RAS
+affine, as MONAI's own readers return them. A single-frame file comes out as a 2D picture,
+H x W [x 3].
 """
 
 from __future__ import annotations

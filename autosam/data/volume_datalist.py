@@ -1,9 +1,9 @@
 """Datalist builders for volumes: NIfTI / NRRD folders, MSD `dataset.json`, and DICOM series.
 
 With `slices=True` (the default) each volume becomes one item per slice across `slice_axis` of
-the volume oriented to `axcodes` (the same orientation the transforms use), carrying the volume
-path, `slice_index`, `slice_axis`, `num_slices` and `foreground` (whether the slice contains label),
-which `ForegroundSliceSampler` uses. With `slices=False` each volume is one item.
+the volume oriented to `axcodes`, the same orientation the transforms use. Each item carries the
+volume path, `slice_index`, `slice_axis`, `num_slices` and `foreground` (whether the slice contains
+label), which `ForegroundSliceSampler` uses. With `slices=False` each volume is one item.
 """
 
 from __future__ import annotations

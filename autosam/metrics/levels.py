@@ -3,7 +3,7 @@
 A prediction read from an 8-bit file takes at most 256 values, and the official protocol maps each
 grey level to one prepared value. So one `torch.bincount` of (frame, quadrant, ground-truth class,
 grey level) contains everything the S-measure, E- and F-measure, MAE and the Dice / IoU / Sen / Spe
-curves need; their sums run over 256 levels instead of every pixel. Only the weighted F-measure
+curves need. Their sums therefore run over 256 levels instead of every pixel. Only the weighted F-measure
 still works on the pixel grid. `uint8_frame_values` returns the same packed rows as
 `frame_values(*prepare_uint8_frames(pred, gt))`, up to float64 rounding of sums.
 """

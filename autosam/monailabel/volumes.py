@@ -1,8 +1,8 @@
 """Slices of 3D volumes as 8-bit 2D pictures, so that the 2D AutoSAM bundle can train on and segment volumes.
 
-AutoSAM reads 2D RGB images. A volume (CT, MR; NIfTI, NRRD, or a DICOM series that MONAI Label
-converted) is cut along its last array axis, each slice is scaled to 8 bits with one intensity
-window for the whole volume, and the slices go through the bundle's 2D pipeline. Training and
+AutoSAM reads 2D RGB images. A volume (CT or MR, as NIfTI, NRRD, or a DICOM series that MONAI
+Label converted) is cut along its last array axis. Each slice is scaled to 8 bits with one
+intensity window for the whole volume, and the slices go through the bundle's 2D pipeline. Training and
 inference use the same functions here, so the model sees the same intensities in both.
 
 This module needs only numpy, Pillow and MONAI, so it also imports outside the MONAI Label environment.

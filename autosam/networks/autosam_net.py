@@ -1,7 +1,7 @@
 """AutoSAMNet (g -> frozen SAM mask decoder) and AutoSAMLightNet (g -> shallow decoder h).
 
-Both take B x 3 x H x W RGB in [0, 255] and return B x 1 x H x W logits at the input size;
-probabilities are `sigmoid(logits)`, with no per-image rescaling.
+Both take B x 3 x H x W RGB in [0, 255] and return B x 1 x H x W logits at the input size.
+Probabilities are `sigmoid(logits)`, with no per-image rescaling.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 g reads the image in SAM's geometry: longest side resized to g's own input size, zero padding at
 the bottom and right. The cells of its dense output therefore line up with the cells of SAM's image
-embedding, whatever the two input sizes are. A backbone gives the 1/4, 1/8 and 1/16 features; the
-fusion head merges them as in the AutoSAM reference implementation (two upsampling blocks with skip
-connections, then a block to 256 channels and tanh) and the result is resized to SAM's grid.
+embedding, whatever the two input sizes are. A backbone gives the 1/4, 1/8 and 1/16 features. The
+fusion head merges them as the AutoSAM reference implementation does: two upsampling blocks with
+skip connections, then a block to 256 channels and tanh. The result is resized to SAM's grid.
 """
 
 from __future__ import annotations
